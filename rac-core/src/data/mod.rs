@@ -1,0 +1,16 @@
+//! Data: manifests, readers for IDX files and split lists, image preprocessing, and the
+//! long-tail structure (shot buckets, imbalance) of the training split.
+//!
+//! This is the first stage of the pipeline: every later stage starts from a [`Dataset`].
+
+pub mod dataset;
+pub mod idx;
+pub mod longtail;
+pub mod manifest;
+pub mod preprocess;
+pub mod split_list;
+
+pub use dataset::{Dataset, Split, SplitKind};
+pub use longtail::{LongTailStats, ShotBucket};
+pub use manifest::{DataManifest, DataOverrides};
+pub use preprocess::Preprocess;

@@ -1,0 +1,188 @@
+//! The library's error type.
+//!
+//! Every error that user input can cause names what it is about: the file, the line, the
+//! field or the asset. Variants are grouped by category, in the spirit of candle's errors,
+//! and carry enough context to act on without reading the source.
+
+use std::path::{Path, PathBuf};
+
+/// The result type used throughout `rac-core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `rac-core`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- files -------------------------------------------------------------------------
+    /// A file or folder that should exist does not.
+    #[error("{what} not found: {path}{hint}", hint = hint_suffix(.hint))]
+    MissingFile {
+        /// What the file is, in words ("split file", "manifest", …).
+        what: String,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// What to do about it, if there is something to say.
+        hint: Option<String>,
+    },
+
+    /// An I/O error on a known path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation that failed ("reading", "writing", …).
+        op: &'static str,
+        /// The path it failed on.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// A file whose content does not parse, at a known line.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with that line.
+        message: String,
+    },
+
+    /// A file whose format is wrong as a whole (bad magic, truncated, …).
+    #[error("{path}: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A file whose sha256 differs from the recorded one.
+    #[error("checksum mismatch for {path}: expected sha256 {expected}, found {actual}{hint}", hint = hint_suffix(.hint))]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// The recorded sha256.
+        expected: String,
+        /// The sha256 of the file on disk.
+        actual: String,
+        /// What to do about it.
+        hint: Option<String>,
+    },
+
+    // ---- configuration -----------------------------------------------------------------
+    /// A configuration or manifest file that does not deserialise (typo'd key, wrong type).
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and its line.
+        message: String,
+    },
+
+    /// A configuration value that parsed but is not valid.
+    #[error("{path}: field `{field}`: {message}")]
+    InvalidField {
+        /// The file the value came from.
+        path: PathBuf,
+        /// The dotted name of the field.
+        field: String,
+        /// What is wrong with the value.
+        message: String,
+    },
+
+    // ---- data --------------------------------------------------------------------------
+    /// An image that cannot be read or decoded.
+    #[error("cannot decode image {path}{origin}: {message}", origin = origin_suffix(.origin))]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// Where the image was referenced from (a split file and line), if known.
+        origin: Option<String>,
+        /// The decoder's message.
+        message: String,
+    },
+
+    /// A data set whose labels are inconsistent as a whole (a class with no training image).
+    #[error("{path}: {message}")]
+    Labels {
+        /// The split file or manifest.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
+    // ---- assets ------------------------------------------------------------------------
+    /// An asset that could not be fetched.
+    #[error(
+        "asset `{asset}`: `{command}` failed: {message}\n  to provide it by hand, place {file} at {expected_at} and run `rac assets fetch` again"
+    )]
+    Fetch {
+        /// The asset's name.
+        asset: String,
+        /// The command that failed.
+        command: String,
+        /// Its error output, or why it could not run.
+        message: String,
+        /// The package file the asset comes from.
+        file: String,
+        /// Where a hand-provided copy of that file is picked up.
+        expected_at: PathBuf,
+    },
+
+    /// An asset that is needed but not in the cache.
+    #[error("asset `{asset}` is not in the cache at {path}; run `rac assets fetch`")]
+    AssetMissing {
+        /// The asset's name.
+        asset: String,
+        /// Where it was expected.
+        path: PathBuf,
+    },
+
+    // ---- tensors -----------------------------------------------------------------------
+    /// An error from candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// A tensor that is missing or has the wrong shape or type.
+    #[error("{path}: tensor `{name}`: {message}")]
+    Tensor {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// Input that is wrong for the operation, with the reason.
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+}
+
+fn origin_suffix(origin: &Option<String>) -> String {
+    origin.as_ref().map(|o| format!(" (referenced at {o})")).unwrap_or_default()
+}
+
+impl Error {
+    /// An I/O error while `op`-ing `path`; a not-found error becomes [`Error::MissingFile`].
+    pub fn io(op: &'static str, what: &str, path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::MissingFile { what: what.to_string(), path: path.to_path_buf(), hint: None }
+        } else {
+            Error::Io { op, path: path.to_path_buf(), source }
+        }
+    }
+
+    /// Attach a hint to a [`Error::MissingFile`]; other errors are returned unchanged.
+    pub fn with_hint(self, new_hint: impl Into<String>) -> Self {
+        match self {
+            Error::MissingFile { what, path, .. } => {
+                Error::MissingFile { what, path, hint: Some(new_hint.into()) }
+            }
+            other => other,
+        }
+    }
+}

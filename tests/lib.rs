@@ -1,0 +1,67 @@
+//! Shared helpers of the integration tests: where the real data lives, and how to run the
+//! `rac` binary that `cargo test --workspace` builds beside the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rac_core::assets::AssetCache;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+}
+
+/// A manifest of `data-manifests/`.
+pub fn manifest(name: &str) -> PathBuf {
+    workspace_root().join("data-manifests").join(name)
+}
+
+/// The team's shared data folder (`../shared/data` beside the checkout), or `RAC_SHARED_DATA`.
+pub fn shared_data() -> PathBuf {
+    std::env::var_os("RAC_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("..").join("shared").join("data"))
+}
+
+/// The real Places365-LT split folder.
+pub fn places_split_dir() -> PathBuf {
+    let dir = shared_data().join("places365-lt");
+    assert!(dir.join("Places_LT_train.txt").is_file(), "the Places365-LT split files are expected in {}", dir.display());
+    dir
+}
+
+/// The asset cache the test command filled (`$RAC_HOME` or `~/.cache/rac`).
+pub fn cache() -> AssetCache {
+    AssetCache::from_env()
+}
+
+/// The folder of a fetched asset; fails with the fix when it is absent.
+pub fn asset(name: &str) -> PathBuf {
+    cache().require(name).unwrap_or_else(|e| panic!("{e} (scripts/test.sh fetches every asset before the tests)"))
+}
+
+/// The `rac` binary of this build: `target/<profile>/rac`, beside `deps/` where tests run.
+pub fn rac_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = dir.join(format!("rac{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.is_file(), "{} is missing: build it with `cargo build --workspace` first", bin.display());
+    bin
+}
+
+/// Run `rac` with arguments and return its output.
+pub fn rac(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(rac_bin());
+    cmd.args(args).current_dir(workspace_root()).env_remove("RAC_SPLIT_DIR").env_remove("RAC_IMAGE_ROOT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("rac runs")
+}
+
+/// Stdout of a successful `rac` run; panics with its stderr otherwise.
+pub fn rac_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = rac(args, env);
+    assert!(out.status.success(), "rac {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
