@@ -5,3 +5,6 @@ pub mod losses;
 
 pub use fusion::fuse_logits;
 pub use losses::{LongTailLoss, LossConfig, LossKind, Reweighting};
+pub mod rac;
+
+pub use rac::{Batch, HeadKind, Mode, ModelConfig, Outputs, RacModel, RetrievalBatch, TrainableTextEncoder, Widths};
