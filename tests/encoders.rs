@@ -144,6 +144,22 @@ fn efficientnet_stem_matches_plain_loops() {
     assert!(diff < 1e-4, "stem differs from the plain-loop reference by {diff}");
 }
 
+/// The CPU kernels (im2col stem, depthwise loop, fused bias + ReLU6) against the candle-ops
+/// path that runs off the CPU, on the whole network at 64 px.
+#[test]
+fn efficientnet_cpu_kernels_match_the_candle_ops_path() {
+    let mut config = EfficientNetConfig::lite0();
+    config.preprocess.resize = 73;
+    config.preprocess.crop = 64;
+    let path = asset("efficientnet-lite0").join("model.safetensors");
+    let net = EfficientNet::load(&path, config, &cpu()).unwrap();
+    let pixels = rac_core::encoders::pixels::images_to_pixels(&[photo("chelsea.png"), photo("rocket.jpg")], net.preprocess(), &cpu()).unwrap();
+    let fast = net.features(&pixels).unwrap();
+    let reference = net.features_candle_ops(&pixels).unwrap();
+    let diff = max_abs_diff(&fast, &reference);
+    assert!(diff < 1e-3, "the two paths differ by {diff}");
+}
+
 #[test]
 fn depthwise_op_matches_candle_grouped_convolution() {
     for (k, s, h, w) in [(3, 1, 7, 6), (3, 2, 9, 8), (5, 1, 6, 7), (5, 2, 11, 10)] {

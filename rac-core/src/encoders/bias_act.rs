@@ -30,12 +30,15 @@ impl Module for BiasAct {
         if c != self.bias.len() {
             candle_core::bail!("bias of {} channels for a tensor of {c} channels", self.bias.len());
         }
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
-            x.contiguous()?.apply_op1_no_bwd(self)
-        } else {
-            let y = x.broadcast_add(&self.bias_tensor)?;
-            if self.relu6 { y.clamp(0f32, 6f32) } else { Ok(y) }
-        }
+        if x.device().is_cpu() && x.dtype() == DType::F32 { x.contiguous()?.apply_op1_no_bwd(self) } else { self.forward_candle(x) }
+    }
+}
+
+impl BiasAct {
+    /// The same with candle ops only: the path off the CPU, and the tests' reference.
+    pub fn forward_candle(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.broadcast_add(&self.bias_tensor)?;
+        if self.relu6 { y.clamp(0f32, 6f32) } else { Ok(y) }
     }
 }
 

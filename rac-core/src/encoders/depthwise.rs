@@ -62,7 +62,9 @@ impl DepthwiseConv2d {
         self.channels
     }
 
-    fn fallback(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// The same convolution with candle ops only (a padded grouped `conv2d`): the path off
+    /// the CPU, and the reference the hand-written loop is tested against.
+    pub fn forward_candle(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (_, h, w, _) = x.dims4()?;
         let (pt, pb) = same_padding(h, self.kernel, self.stride);
         let (pl, pr) = same_padding(w, self.kernel, self.stride);
@@ -81,7 +83,7 @@ impl Module for DepthwiseConv2d {
         if c != self.channels {
             candle_core::bail!("depthwise conv expects {} channels, found {c}", self.channels);
         }
-        if x.device().is_cpu() && x.dtype() == DType::F32 { x.contiguous()?.apply_op1_no_bwd(self) } else { self.fallback(x) }
+        if x.device().is_cpu() && x.dtype() == DType::F32 { x.contiguous()?.apply_op1_no_bwd(self) } else { self.forward_candle(x) }
     }
 }
 

@@ -118,12 +118,25 @@ struct Pointwise {
     bias_act: BiasAct,
 }
 
-impl Module for Pointwise {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+impl Pointwise {
+    fn forward(&self, x: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
         let (n, h, w, c) = x.dims4()?;
-        let y = x.reshape((n * h * w, c))?.matmul(&self.weight_t)?.apply(&self.bias_act)?;
+        let y = x.reshape((n * h * w, c))?.matmul(&self.weight_t)?;
+        let y = match kernels {
+            Kernels::Auto => y.apply(&self.bias_act)?,
+            Kernels::Candle => self.bias_act.forward_candle(&y)?,
+        };
         y.reshape((n, h, w, self.weight_t.dim(1)?))
     }
+}
+
+/// Which implementation of the custom layers to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// The hand-written CPU kernels on the CPU, candle ops elsewhere.
+    Auto,
+    /// candle ops only, as off the CPU.
+    Candle,
 }
 
 #[derive(Debug, Clone)]
@@ -134,13 +147,17 @@ struct MbConv {
     skip: bool,
 }
 
-impl Module for MbConv {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+impl MbConv {
+    fn forward(&self, x: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
         let h = match &self.expand {
-            Some(e) => e.forward(x)?,
+            Some(e) => e.forward(x, kernels)?,
             None => x.clone(),
         };
-        let h = self.project.forward(&self.depthwise.forward(&h)?)?;
+        let h = match kernels {
+            Kernels::Auto => self.depthwise.forward(&h)?,
+            Kernels::Candle => self.depthwise.forward_candle(&h)?,
+        };
+        let h = self.project.forward(&h, kernels)?;
         if self.skip { h + x } else { Ok(h) }
     }
 }
@@ -249,37 +266,49 @@ impl EfficientNet {
     /// The stem: SAME-padded 3×3 stride-2 convolution, BatchNorm, ReLU6, on normalised
     /// `[n, 3, h, w]` pixels of any size; returns `[n, 32, ceil(h/2), ceil(w/2)]`.
     pub fn stem(&self, pixels: &Tensor) -> Result<Tensor> {
-        Ok(self.stem_nhwc(pixels)?.permute((0, 3, 1, 2))?)
+        Ok(self.stem_nhwc(pixels, Kernels::Auto)?.permute((0, 3, 1, 2))?)
     }
 
     /// The stem, channels-last: `[n, ceil(h/2), ceil(w/2), 32]`.
-    fn stem_nhwc(&self, pixels: &Tensor) -> Result<Tensor> {
+    fn stem_nhwc(&self, pixels: &Tensor, kernels: Kernels) -> Result<Tensor> {
         let (_, c, h, w) = pixels.dims4()?;
         if c != 3 {
             return Err(Error::InvalidInput(format!("efficientnet stem: expected 3 channels, found shape {:?}", pixels.dims())));
         }
         let (n, oh, ow) = (pixels.dim(0)?, h.div_ceil(2), w.div_ceil(2));
-        let y = if pixels.device().is_cpu() {
+        if kernels == Kernels::Auto && pixels.device().is_cpu() {
             let patches = Im2ColSame { kernel: 3, stride: 2 }.apply(&pixels.to_dtype(DType::F32)?)?;
-            patches.matmul(&self.stem_matrix)?.reshape((n, oh, ow, self.config.stem_channels))?
+            let y = patches.matmul(&self.stem_matrix)?.reshape((n, oh, ow, self.config.stem_channels))?;
+            Ok(y.apply(&self.stem_bias)?)
         } else {
             let (pt, pb) = same_padding(h, 3, 2);
             let (pl, pr) = same_padding(w, 3, 2);
             let x = pixels.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
-            x.conv2d(&self.stem_weight, 0, 2, 1, 1)?.permute((0, 2, 3, 1))?.contiguous()?
-        };
-        Ok(y.apply(&self.stem_bias)?)
+            let y = x.conv2d(&self.stem_weight, 0, 2, 1, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
+            Ok(self.stem_bias.forward_candle(&y)?)
+        }
     }
 
     /// The 1280-d pooled features of `[n, 3, s, s]` normalised pixels.
     pub fn features(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.run(pixels, Kernels::Auto)
+    }
+
+    /// The same features computed with candle ops only (grouped convolutions, broadcast
+    /// ops), as off the CPU: slower on the CPU, and the reference the CPU kernels are
+    /// tested against.
+    pub fn features_candle_ops(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.run(pixels, Kernels::Candle)
+    }
+
+    fn run(&self, pixels: &Tensor, kernels: Kernels) -> Result<Tensor> {
         check_pixels(pixels, self.config.preprocess.crop as usize, "efficientnet-lite0")?;
         let pixels = pixels.to_device(&self.device)?.to_dtype(DType::F32)?;
-        let mut x = self.stem_nhwc(&pixels)?;
+        let mut x = self.stem_nhwc(&pixels, kernels)?;
         for block in &self.blocks {
-            x = block.forward(&x)?;
+            x = block.forward(&x, kernels)?;
         }
-        let x = self.head.forward(&x)?;
+        let x = self.head.forward(&x, kernels)?;
         Ok(x.flatten(1, 2)?.mean(1)?)
     }
 
