@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use rac_core::assets::AssetCache;
 use rac_core::data::{Dataset, SplitKind};
 use rac_core::encoders::{ImageEncoder, ImageEncoderSpec};
@@ -83,8 +83,11 @@ impl EncodeProgress for Bar {
     fn start(&mut self, total: usize, what: &str) {
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {per_sec}, {elapsed} elapsed, ETA {eta}")
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {rate}, {elapsed} elapsed, ETA {eta}")
                 .expect("valid template")
+                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1} images/s", s.per_sec());
+                })
                 .progress_chars("=> "),
         );
         bar.set_message(what.to_string());
