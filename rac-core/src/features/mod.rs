@@ -9,4 +9,4 @@ pub mod knn;
 pub mod store;
 
 pub use knn::{KnnReport, nearest_neighbours, one_nn_accuracy};
-pub use store::{CacheOutcome, EncodeOptions, EncodeProgress, FeatureKey, FeatureMeta, FeatureStore, Features, Lookup, encode_split};
+pub use store::{CacheOutcome, EncodeOptions, EncodeProgress, FeatureKey, FeatureMeta, FeatureStore, Features, Lookup, encode_split, features_of};

@@ -390,3 +390,13 @@ pub fn encode_split(
     let dim = rows.len() / n;
     Ok(Tensor::from_vec(rows, (n, dim), &Device::Cpu)?)
 }
+
+/// Features of one split in one call, from a manifest and an encoder spec string
+/// (`efficientnet-lite0`, `vit:DIR`, …): the data set and the encoder are loaded, then the
+/// store in the asset cache answers, encoding on a miss. For notebooks and later stages.
+pub fn features_of(cache: &AssetCache, manifest: &Path, encoder: &str, split: SplitKind) -> Result<Features> {
+    let ds = Dataset::load(manifest, &crate::data::DataOverrides::from_env(), cache)?;
+    let encoder = crate::encoders::ImageEncoderSpec::parse(encoder)?.load(cache, &Device::Cpu)?;
+    let (features, _) = FeatureStore::in_cache(cache).get_or_encode(&ds, split, encoder.as_ref(), &EncodeOptions::default(), &mut ())?;
+    Ok(features)
+}
