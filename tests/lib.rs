@@ -65,3 +65,39 @@ pub fn rac_ok(args: &[&str], env: &[(&str, &str)]) -> String {
     assert!(out.status.success(), "rac {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// A small split-list data set cut from the real Fashion-MNIST-LT: the first `per_class_train`
+/// training and `per_class_test` test images of every class, written as PNG files under
+/// `dir/img/{train,test}/<class>/` with `train.txt` / `test.txt` and a manifest. Returns
+/// the manifest's path. Encoding it takes seconds, where the whole set takes minutes.
+pub fn tiny_fashion_set(dir: &Path, per_class_train: usize, per_class_test: usize) -> PathBuf {
+    use rac_core::data::{DataOverrides, Dataset, Split};
+    let ds = Dataset::load(&manifest("fashion-mnist-lt.toml"), &DataOverrides::default(), &cache()).expect("Fashion-MNIST-LT loads");
+    let write = |split: &Split, name: &str, per_class: usize| {
+        let mut taken = vec![0usize; ds.num_classes()];
+        let mut lines = String::new();
+        for i in 0..split.len() {
+            let c = split.labels[i];
+            if taken[c] == per_class {
+                continue;
+            }
+            taken[c] += 1;
+            let rel = format!("{name}/class{c}/{}.png", split.item_id(i));
+            let path = dir.join("img").join(&rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            split.image(i).unwrap().save(&path).unwrap();
+            lines.push_str(&format!("{rel} {c}\n"));
+        }
+        std::fs::write(dir.join(format!("{name}.txt")), lines).unwrap();
+    };
+    write(&ds.train, "train", per_class_train);
+    write(&ds.test, "test", per_class_test);
+    let path = dir.join("tiny.toml");
+    std::fs::write(
+        &path,
+        "name = \"tiny-fashion\"\n[split_list]\nsplit_dir = \".\"\nimage_root = \"img\"\ntrain = { file = \"train.txt\" }\ntest = { file = \"test.txt\" }\n\
+         [classes]\ncount = 10\ntext_from = \"path_component\"\npath_component = 1\n[preprocess]\nresize = 224\ncrop = 224\n",
+    )
+    .unwrap();
+    path
+}

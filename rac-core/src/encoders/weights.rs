@@ -1,0 +1,211 @@
+//! Weights files: a safetensors file read once, checksummed, and handed to candle.
+//!
+//! Every encoder loads through [`Weights`], so that
+//! - the sha256 of the file is known (it keys the feature store through the encoder's
+//!   fingerprint);
+//! - a missing tensor or a tensor of the wrong shape is reported as [`Error::Tensor`],
+//!   naming the file and the tensor, whatever model code asked for it;
+//! - trainable encoders get their parameters as candle [`Var`]s registered in a [`VarMap`]
+//!   under the file's own tensor names, initialised from the file, so that the training
+//!   stage can fine-tune them or leave them frozen.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::error::{Error, Result};
+use crate::fsio;
+
+/// A safetensors file loaded into memory, with its sha256.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    path: PathBuf,
+    sha256: String,
+    tensors: HashMap<String, Tensor>,
+    device: Device,
+}
+
+impl Weights {
+    /// Read a safetensors file onto `device`. Floating-point tensors are converted to f32;
+    /// integer tensors (such as `num_batches_tracked`) are kept as they are.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let bytes = fsio::read(path, "weights file")?;
+        let sha256 = fsio::sha256_bytes(&bytes);
+        let raw = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::Format {
+            path: path.to_path_buf(),
+            message: format!("not a readable safetensors file ({})", root_cause(&e)),
+        })?;
+        let mut tensors = HashMap::with_capacity(raw.len());
+        for (name, t) in raw {
+            let t = if t.dtype().is_float() && t.dtype() != DType::F32 { t.to_dtype(DType::F32)? } else { t };
+            tensors.insert(name, t);
+        }
+        Ok(Weights { path: path.to_path_buf(), sha256, tensors, device: device.clone() })
+    }
+
+    /// Weights held in memory (tests, conversions); `path` names them in errors, and the
+    /// checksum covers every tensor's name, shape, dtype and values.
+    pub fn from_tensors(path: &Path, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        use sha2::{Digest, Sha256};
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        let mut hasher = Sha256::new();
+        for name in names {
+            let t = &tensors[name];
+            hasher.update(format!("{name}{:?}{:?}", t.dims(), t.dtype()).as_bytes());
+            for v in t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()? {
+                hasher.update(v.to_le_bytes());
+            }
+        }
+        let sha256 = hex::encode(hasher.finalize());
+        Ok(Weights { path: path.to_path_buf(), sha256, tensors, device: device.clone() })
+    }
+
+    /// The file the weights came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sha256 of the file.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The device the tensors live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every tensor, by name.
+    pub fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
+    /// Whether a tensor is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// One tensor, checked against the expected shape; the error names the tensor.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.tensors.get(name).ok_or_else(|| self.missing(name))?;
+        if t.dims() != shape {
+            return Err(Error::Tensor {
+                path: self.path.clone(),
+                name: name.into(),
+                message: format!("expected shape {shape:?}, found {:?}", t.dims()),
+            });
+        }
+        Ok(t.clone())
+    }
+
+    /// One tensor of any shape; the error names the tensor.
+    pub fn get_any(&self, name: &str) -> Result<Tensor> {
+        self.tensors.get(name).cloned().ok_or_else(|| self.missing(name))
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        Error::Tensor { path: self.path.clone(), name: name.into(), message: "missing from the weights file".into() }
+    }
+
+    /// Build a frozen model: `build` reads its tensors through a [`VarBuilder`]; candle's
+    /// "cannot find tensor" and "shape mismatch" errors become [`Error::Tensor`].
+    pub fn build<T>(&self, build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>) -> Result<T> {
+        let backend = Backend { tensors: self.tensors.clone(), varmap: None };
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone());
+        build(vb).map_err(|e| self.load_error(e))
+    }
+
+    /// Build a trainable model: every tensor `build` asks for becomes a [`Var`] initialised
+    /// from the file and registered in `varmap` under its name in the file.
+    pub fn build_trainable<T>(
+        &self,
+        varmap: &VarMap,
+        build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
+    ) -> Result<T> {
+        let backend = Backend { tensors: self.tensors.clone(), varmap: Some(varmap.clone()) };
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone());
+        build(vb).map_err(|e| self.load_error(e))
+    }
+
+    /// Turn a candle error raised while loading into one that names the tensor and the file.
+    pub fn load_error(&self, e: candle_core::Error) -> Error {
+        tensor_error(&self.path, e)
+    }
+}
+
+/// Map a candle loading error to [`Error::Tensor`] when it is about one tensor.
+pub fn tensor_error(path: &Path, e: candle_core::Error) -> Error {
+    match e {
+        candle_core::Error::CannotFindTensor { path: name } => {
+            Error::Tensor { path: path.into(), name, message: "missing from the weights file".into() }
+        }
+        candle_core::Error::UnexpectedShape { msg, expected, got } if msg.starts_with("shape mismatch for ") => Error::Tensor {
+            path: path.into(),
+            name: msg.trim_start_matches("shape mismatch for ").to_string(),
+            message: format!("expected shape {:?}, found {:?}", expected.dims(), got.dims()),
+        },
+        candle_core::Error::WithBacktrace { inner, .. } | candle_core::Error::Context { inner, .. } => tensor_error(path, *inner),
+        other => Error::Candle(other),
+    }
+}
+
+/// The innermost message of a candle error, without backtraces.
+pub(crate) fn root_cause(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => root_cause(inner),
+        other => other.to_string(),
+    }
+}
+
+/// The candle backend behind [`Weights::build`] and [`Weights::build_trainable`].
+struct Backend {
+    tensors: HashMap<String, Tensor>,
+    varmap: Option<VarMap>,
+}
+
+impl Backend {
+    fn fetch(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() })?
+            .to_dtype(dtype)?
+            .to_device(dev)?;
+        let Some(varmap) = &self.varmap else { return Ok(t) };
+        let mut data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("the VarMap lock is poisoned".into()))?;
+        if let Some(var) = data.get(name) {
+            return Ok(var.as_tensor().clone());
+        }
+        let var = Var::from_tensor(&t)?;
+        let tensor = var.as_tensor().clone();
+        data.insert(name.to_string(), var);
+        Ok(tensor)
+    }
+}
+
+impl SimpleBackend for Backend {
+    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if let Some(t) = self.tensors.get(name) {
+            if t.shape() != &s {
+                return Err(candle_core::Error::UnexpectedShape {
+                    msg: format!("shape mismatch for {name}"),
+                    expected: s,
+                    got: t.shape().clone(),
+                });
+            }
+        }
+        self.fetch(name, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.fetch(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+}
