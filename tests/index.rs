@@ -15,7 +15,7 @@ use rac_core::index::{
 use rac_tests::rac_bin;
 
 fn small_set(n_base: usize, n_queries: usize, dim: usize, seed: u64) -> SyntheticSet {
-    generate(&SyntheticSpec { n_base, n_queries, dim, clusters: 40, subspace: 12, spread: 0.35, noise: 0.02, seed })
+    generate(&SyntheticSpec { n_base, n_queries, dim, clusters: 40, subspace: 12.min(dim), spread: 0.35, noise: 0.02, seed }).unwrap()
 }
 
 fn source(name: &str, vectors: &[f32], dim: usize, label_offset: u32) -> Source {
@@ -242,7 +242,7 @@ fn neighbour_cache_equals_fresh_search_for_every_k_and_is_invalidated_by_source_
 fn recall_on_the_clustered_synthetic_set() {
     // A reduced version of the acceptance set (the full 100k x 768 runs in `rac index bench`).
     let spec = SyntheticSpec { n_base: 5000, n_queries: 100, dim: 96, clusters: 100, subspace: 32, spread: 0.35, noise: 0.02, seed: 11 };
-    let set = generate(&spec);
+    let set = generate(&spec).unwrap();
     let dim = spec.dim;
     let mut truth = None;
     for backend in Backend::ALL {
@@ -375,4 +375,184 @@ fn killing_a_build_mid_way_leaves_the_previous_index_openable_with_the_same_resu
     // ... and a later build there succeeds.
     let index = RetrievalIndex::build(&fresh, &IndexConfig::default(), &[source("a", &set.base, dim, 0)]).unwrap();
     assert_eq!(index.len(), 500);
+}
+
+// ---- bad input: each refused with a clear error, the index left as it was ----------------
+
+fn built(dir: &Path, dim: usize) -> (RetrievalIndex, SyntheticSet, Vec<rac_core::index::Neighbours>) {
+    let set = small_set(200, 4, dim, 8);
+    let index = RetrievalIndex::build(dir, &config(Backend::Hnsw, Metric::Cosine), &[source("a", &set.base, dim, 0)]).unwrap();
+    let before = index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+    (index, set, before)
+}
+
+#[test]
+fn wrong_dimension_is_refused_for_sources_and_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut index, set, before) = built(dir.path(), 16);
+    let err = index.add_source(&source("b", &set.base[..17 * 10], 17, 0)).unwrap_err();
+    assert!(matches!(err, Error::IndexDimension { expected: 16, received: 17, .. }), "{err}");
+    assert!(err.to_string().contains("source `b`"), "{err}");
+    let err = index.query_vecs(&set.base[..8 * 3], 8, &QueryOptions::k(5)).unwrap_err();
+    assert!(matches!(err, Error::IndexDimension { expected: 16, received: 8, .. }), "{err}");
+    let t = candle_core::Tensor::zeros((2, 9), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    assert!(matches!(index.query(&t, &QueryOptions::k(3)), Err(Error::IndexDimension { .. })));
+    // Sources of mixed dimension in one build are refused too.
+    let other = tempfile::tempdir().unwrap();
+    let err = RetrievalIndex::build(other.path(), &IndexConfig::default(), &[source("x", &set.base, 16, 0), source("y", &set.base[..40], 8, 0)]);
+    assert!(matches!(err, Err(Error::IndexDimension { .. })));
+    drop(index);
+    assert_unchanged(dir.path(), &set.queries, 16, &before, 200);
+}
+
+#[test]
+fn empty_index_and_bad_k_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = RetrievalIndex::create(dir.path(), &config(Backend::Exact, Metric::Cosine)).unwrap();
+    let err = empty.query_vecs(&[1.0; 8], 8, &QueryOptions::k(1)).unwrap_err();
+    assert!(matches!(err, Error::IndexEmpty { .. }), "{err}");
+    assert!(err.to_string().contains("add a source"), "{err}");
+    drop(empty);
+    // Still an (empty) index after reopening.
+    assert_eq!(RetrievalIndex::open(dir.path()).unwrap().stats().unwrap().items, 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (index, set, before) = built(dir.path(), 16);
+    let q = &set.queries[..16];
+    for (k, drop_self) in [(0, false), (201, false), (200, true)] {
+        let err = index.query_vecs(q, 16, &QueryOptions { k, drop_self }).unwrap_err();
+        assert!(matches!(err, Error::IndexK { .. }), "k={k}: {err}");
+    }
+    assert_eq!(index.query_vecs(q, 16, &QueryOptions::k(200)).unwrap()[0].ids.len(), 200);
+    let err = index.query_vecs(&[0.0; 16], 16, &QueryOptions::k(3)).unwrap_err();
+    assert!(err.to_string().contains("all zeros"), "{err}");
+    drop(index);
+    assert_unchanged(dir.path(), &set.queries, 16, &before, 200);
+}
+
+#[test]
+fn unknown_and_duplicate_sources_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut index, set, before) = built(dir.path(), 16);
+    let err = index.remove_source("nope").unwrap_err();
+    assert!(matches!(&err, Error::UnknownSource { name, known, .. } if name == "nope" && known == "a"), "{err}");
+    let err = index.add_source(&source("a", &set.queries, 16, 0)).unwrap_err();
+    assert!(matches!(&err, Error::SourceExists { name, .. } if name == "a"), "{err}");
+    let other = tempfile::tempdir().unwrap();
+    let twice = RetrievalIndex::build(other.path(), &IndexConfig::default(), &[source("x", &set.base, 16, 0), source("x", &set.base, 16, 0)]);
+    assert!(matches!(twice, Err(Error::SourceExists { .. })));
+    assert!(Source::from_vecs("s", vec![1.0; 10], 4, vec![], vec![]).is_err());
+    assert!(Source::from_vecs("s", vec![f32::NAN; 4], 4, vec!["t".into()], vec![0]).is_err());
+    drop(index);
+    assert_unchanged(dir.path(), &set.queries, 16, &before, 200);
+}
+
+#[test]
+fn folders_that_are_not_indexes_or_of_another_version_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    assert!(matches!(RetrievalIndex::open(&missing), Err(Error::NotAnIndex { .. })));
+    assert!(!missing.exists(), "opening must not create the folder");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = RetrievalIndex::open(&empty).err().unwrap();
+    assert!(err.to_string().contains("no data.mdb"), "{err}");
+    let junk = tmp.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("data.mdb"), vec![7u8; 8192]).unwrap();
+    assert!(matches!(RetrievalIndex::open(&junk), Err(Error::NotAnIndex { .. })));
+    // A folder with other files is not overwritten by a build.
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    let set = small_set(50, 1, 8, 9);
+    assert!(matches!(RetrievalIndex::build(&busy, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]), Err(Error::NotAnIndex { .. })));
+    assert_eq!(std::fs::read_to_string(busy.join("notes.txt")).unwrap(), "mine");
+
+    // Another program's LMDB environment (no `meta` database).
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    {
+        let env = unsafe { heed::EnvOpenOptions::new().max_dbs(2).open(&foreign).unwrap() };
+        let wtxn = env.write_txn().unwrap();
+        let db: heed::Database<heed::types::Str, heed::types::Str> = env
+            .create_databases_and_commit(wtxn, |dbo, w| -> heed::Result<_> {
+                dbo.create_database(w, Some("stuff")).map(heed::CommitOrAbort::<_, ()>::Commit)
+            })
+            .unwrap()
+            .unwrap_commit();
+        let mut wtxn = env.write_txn().unwrap();
+        db.put(&mut wtxn, "k", "v").unwrap();
+        wtxn.commit().unwrap();
+    }
+    let err = RetrievalIndex::open(&foreign).err().unwrap();
+    assert!(matches!(err, Error::NotAnIndex { .. }), "{err}");
+
+    // An index whose stored format version is not ours.
+    let old = tmp.path().join("old");
+    drop(RetrievalIndex::build(&old, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]).unwrap());
+    {
+        let env = unsafe { heed::EnvOpenOptions::new().max_dbs(12).open(&old).unwrap() };
+        let rtxn = env.read_txn().unwrap();
+        let meta: heed::Database<heed::types::Str, heed::types::Bytes> = env
+            .open_databases_and_commit(rtxn, |dbo, r| -> heed::Result<_> {
+                Ok(heed::CommitOrAbort::<_, ()>::Commit(dbo.open_database(r, Some("meta"))?.unwrap()))
+            })
+            .unwrap()
+            .unwrap_commit();
+        let mut wtxn = env.write_txn().unwrap();
+        meta.put(&mut wtxn, "format_version", &99u32.to_le_bytes()).unwrap();
+        wtxn.commit().unwrap();
+    }
+    let err = RetrievalIndex::open(&old).err().unwrap();
+    assert!(matches!(err, Error::IndexVersion { found: 99, expected: rac_core::index::FORMAT_VERSION, .. }), "{err}");
+    assert!(err.to_string().contains("rebuild"), "{err}");
+}
+
+#[test]
+fn a_full_lmdb_map_grows_or_is_reported_with_the_index_unchanged() {
+    let dim = 64;
+    let set = small_set(300, 4, dim, 10);
+    let big = small_set(6000, 1, dim, 11);
+    for backend in [Backend::Exact, Backend::Hnsw] {
+        // Grows: a 1 MiB map with room to double.
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(backend, Metric::Cosine);
+        cfg.map_size = 1 << 20;
+        cfg.max_map_size = 64 << 20;
+        let mut index = RetrievalIndex::build(dir.path(), &cfg, &[source("a", &set.base, dim, 0)]).unwrap();
+        index.add_source(&source("big", &big.base, dim, 0)).unwrap();
+        let stats = index.stats().unwrap();
+        assert_eq!(stats.items, 6300);
+        assert!(stats.map_size > 1 << 20, "{backend}: the map grew ({} bytes)", stats.map_size);
+        drop(index);
+        assert_eq!(RetrievalIndex::open(dir.path()).unwrap().len(), 6300);
+
+        // May not grow: reported, nothing kept.
+        let dir = tempfile::tempdir().unwrap();
+        cfg.max_map_size = 1 << 20;
+        let mut index = RetrievalIndex::build(dir.path(), &cfg, &[source("a", &set.base, dim, 0)]).unwrap();
+        let before = index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+        let err = index.add_source(&source("big", &big.base, dim, 0)).unwrap_err();
+        assert!(matches!(err, Error::IndexMapFull { limit, .. } if limit == 1 << 20), "{backend}: {err}");
+        assert!(err.to_string().contains("max_map_size"), "{err}");
+        assert_eq!(index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap(), before);
+        drop(index);
+        assert_unchanged(dir.path(), &set.queries, dim, &before, 300);
+    }
+}
+
+#[test]
+fn bad_config_values_name_their_field() {
+    let mut c = IndexConfig::default();
+    c.hnsw.ef_construction = 4;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("hnsw.ef_construction"), "{err}");
+    let mut c = IndexConfig::default();
+    c.arroy.n_trees = 0;
+    assert!(c.validate().unwrap_err().to_string().contains("arroy.n_trees"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = IndexConfig::default();
+    c.max_map_size = 1;
+    assert!(RetrievalIndex::create(dir.path(), &c).is_err());
 }

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use super::config::{Backend, IndexConfig, Metric};
 use crate::error::{Error, Result};
 
+/// The magic number of an LMDB meta page.
+const LMDB_MAGIC: u32 = 0xBEEF_C0DE;
+
 /// The version of the on-disk layout this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -308,6 +311,15 @@ impl Store {
         let len = std::fs::metadata(&data)
             .map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: "it has no data.mdb (LMDB) file".into() })?
             .len() as usize;
+        // LMDB trusts its file: a foreign file can make it misbehave, so check the magic of
+        // the first meta page (after its 16-byte page header) before handing it over.
+        let mut head = [0u8; 24];
+        let magic_ok = std::fs::File::open(&data)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .is_ok_and(|_| u32::from_le_bytes([head[16], head[17], head[18], head[19]]) == LMDB_MAGIC);
+        if !magic_ok {
+            return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: "its data.mdb is not an LMDB environment".into() });
+        }
         // Open with the generous default first; the stored config may ask for more.
         let map_size = IndexConfig::default().map_size.max(len.next_power_of_two());
         let env = open_env(path, map_size)?;

@@ -12,6 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 /// The shape of a synthetic set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyntheticSpec {
@@ -69,9 +71,15 @@ fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
     rng
 }
 
-/// Draw a synthetic set.
-pub fn generate(spec: &SyntheticSpec) -> SyntheticSet {
+/// Draw a synthetic set; the spec must have `1 <= subspace <= dim` and at least one cluster.
+pub fn generate(spec: &SyntheticSpec) -> Result<SyntheticSet> {
     let (d, s) = (spec.dim, spec.subspace);
+    if s == 0 || s > d || spec.clusters == 0 {
+        return Err(Error::InvalidInput(format!(
+            "synthetic set: need 1 <= subspace <= dim and clusters >= 1 (subspace {s}, dim {d}, clusters {})",
+            spec.clusters
+        )));
+    }
     // Random orthonormal basis (s columns of length d) by Gram-Schmidt, stored row-major s x d.
     let mut rng = stream(spec.seed, 0);
     let mut basis: Vec<Vec<f32>> = Vec::with_capacity(s);
@@ -110,5 +118,5 @@ pub fn generate(spec: &SyntheticSpec) -> SyntheticSet {
     };
     let (base, base_labels) = draw(spec.n_base, 1 << 32);
     let (queries, query_labels) = draw(spec.n_queries, 2 << 32);
-    SyntheticSet { spec: spec.clone(), base, base_labels, queries, query_labels }
+    Ok(SyntheticSet { spec: spec.clone(), base, base_labels, queries, query_labels })
 }

@@ -288,7 +288,7 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
         IndexCmd::Bench(args) => bench_cmd(args)?,
         IndexCmd::Synth { out, spec } => {
             let spec = spec.spec();
-            let set = generate(&spec);
+            let set = generate(&spec)?;
             npy::write_f32(&out.join("base.npy"), &set.base, &[spec.n_base, spec.dim])?;
             npy::write_f32(&out.join("queries.npy"), &set.queries, &[spec.n_queries, spec.dim])?;
             std::fs::write(out.join("spec.json"), serde_json::to_string_pretty(&spec)?)?;
@@ -340,7 +340,7 @@ fn bench_cmd(args: BenchArgs) -> Result<()> {
         }
         (f.vectors, q.vectors, f.dim)
     } else if args.synthetic {
-        let set = generate(&args.spec.spec());
+        let set = generate(&args.spec.spec())?;
         (set.base, set.queries, args.spec.dim)
     } else {
         bail!(
