@@ -556,3 +556,145 @@ fn bad_config_values_name_their_field() {
     c.max_map_size = 1;
     assert!(RetrievalIndex::create(dir.path(), &c).is_err());
 }
+
+// ---- retrieval-only classification, file formats, the CLI -------------------------------
+
+#[test]
+fn vote_rules_follow_the_paper_and_dino() {
+    use rac_core::index::knn_eval::{DINO_TEMPERATURE, vote};
+    use rac_core::index::VoteRule::*;
+    let labels = [3, 1, 1, 2, 2, 2];
+    let d = [0.01, 0.02, 0.03, 0.5, 0.6, 0.7];
+    assert_eq!(vote(&labels, &d, 6, Nearest, Metric::Cosine), Some(3));
+    assert_eq!(vote(&labels, &d, 6, Majority, Metric::Cosine), Some(2));
+    // Weighted: the two close 1s outweigh three far 2s at T = 0.07.
+    assert_eq!(vote(&labels, &d, 6, Weighted { temperature: DINO_TEMPERATURE }, Metric::Cosine), Some(1));
+    // With a hot temperature the count wins again.
+    assert_eq!(vote(&labels, &d, 6, Weighted { temperature: 100.0 }, Metric::Cosine), Some(2));
+    // Ties in the majority go to the label seen first; only the first k count.
+    assert_eq!(vote(&[5, 4, 4, 5], &[0.0; 4], 4, Majority, Metric::Cosine), Some(5));
+    assert_eq!(vote(&labels, &d, 3, Majority, Metric::Cosine), Some(1));
+    assert_eq!(vote(&labels, &d, 0, Majority, Metric::Cosine), None);
+}
+
+#[test]
+fn retrieval_only_table_reports_balanced_accuracy_per_shot_bucket() {
+    use rac_core::index::Neighbours;
+    // Classes 0 (many: 150 train), 1 (medium: 50), 2 (few: 5). Two test items each.
+    let n = |labels: &[u32]| Neighbours {
+        ids: (0..labels.len() as u32).collect(),
+        distances: (0..labels.len()).map(|i| i as f32 * 0.1).collect(),
+        labels: labels.to_vec(),
+        texts: labels.iter().map(|l| l.to_string()).collect(),
+    };
+    let neighbours = vec![n(&[0, 0, 0]), n(&[1, 0, 0]), n(&[1, 1, 0]), n(&[0, 1, 1]), n(&[2, 0, 0]), n(&[0, 2, 2])];
+    let truth = [0, 0, 1, 1, 2, 2];
+    let df = rac_core::index::retrieval_only_table(&neighbours, &truth, &[150, 50, 5], 3, Metric::Cosine).unwrap();
+    assert_eq!(df.height(), 3);
+    let col = |name: &str| {
+        let ca = df.column(name).unwrap().f64().unwrap().clone();
+        (0..3).map(|i| ca.get(i)).collect::<Vec<_>>()
+    };
+    // 1-NN: class 0 1/2, class 1 1/2, class 2 1/2.
+    // majority@3: class 0 2/2, class 1 2/2, class 2 1/2.
+    assert_eq!(col("all"), vec![Some(50.0), Some(100.0 * (1.0 + 1.0 + 0.5) / 3.0), col("all")[2]]);
+    assert_eq!(col("many"), vec![Some(50.0), Some(100.0), col("many")[2]]);
+    assert_eq!(col("few"), vec![Some(50.0), Some(50.0), col("few")[2]]);
+    let methods: Vec<String> = (0..3).map(|i| df.column("method").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
+    assert_eq!(methods, ["1-NN", "majority", "weighted"]);
+    // Mismatched inputs are refused.
+    assert!(rac_core::index::retrieval_only_table(&neighbours, &truth[..2], &[1, 1, 1], 3, Metric::Cosine).is_err());
+    assert!(rac_core::index::retrieval_only_table(&neighbours, &truth, &[150, 50, 5], 4, Metric::Cosine).is_err());
+}
+
+#[test]
+fn npy_and_feature_files_round_trip_and_name_their_errors() {
+    use rac_core::index::npy;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.npy");
+    let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+    npy::write_f32(&p, &data, &[3, 4]).unwrap();
+    assert_eq!(npy::read_f32(&p).unwrap(), (data.clone(), vec![3, 4]));
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(bytes.len() % 16, 0, "header padded to 64, data 48 bytes");
+    std::fs::write(&p, &bytes[..bytes.len() - 4]).unwrap();
+    let err = npy::read_f32(&p).unwrap_err().to_string();
+    assert!(err.contains("x.npy") && err.contains("data bytes"), "{err}");
+
+    let f = dir.path().join("f.safetensors");
+    write_features(&f, &data, 4);
+    let ff = FeatureFile::read(&f).unwrap();
+    assert_eq!((ff.dim, ff.len(), ff.labels.clone()), (4, 3, vec![0, 1, 2]));
+    assert_eq!(ff.texts(), ["zero", "one", "two"]);
+    let src = ff.to_source("train").unwrap();
+    assert_eq!(src.len(), 3);
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not safetensors").unwrap();
+    let err = FeatureFile::read(&bad).unwrap_err().to_string();
+    assert!(err.contains("bad.safetensors"), "{err}");
+    let missing = FeatureFile::read(&dir.path().join("none.safetensors")).unwrap_err().to_string();
+    assert!(missing.contains("none.safetensors"), "{missing}");
+}
+
+fn rac_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(rac_bin()).args(args).current_dir(dir).output().unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_index_commands_work_end_to_end() {
+    let dim = 16;
+    let set = small_set(300, 20, dim, 12);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    write_features(&w.join("train.safetensors"), &set.base, dim);
+    write_features(&w.join("test.safetensors"), &set.queries, dim);
+    write_features(&w.join("extra.safetensors"), &set.queries, dim);
+    ok(rac_in(w, &["index", "build", "idx", "--features", "train.safetensors", "--backend", "exact"]));
+    ok(rac_in(w, &["index", "add-source", "idx", "extra", "--features", "extra.safetensors"]));
+    let stats: serde_json::Value = serde_json::from_str(&ok(rac_in(w, &["index", "stats", "idx", "--json"]))).unwrap();
+    assert_eq!(stats["items"], 320);
+    assert_eq!(stats["backend"], "exact");
+    assert_eq!(stats["sources"][1]["name"], "extra");
+    assert!(stats["size_on_disk"].as_u64().unwrap() > 0);
+    let q: serde_json::Value =
+        serde_json::from_str(&ok(rac_in(w, &["index", "query", "idx", "--features", "test.safetensors", "--rows", "2", "--k", "3", "--json"]))).unwrap();
+    assert_eq!(q.as_array().unwrap().len(), 2);
+    assert_eq!(q[0]["ids"][0], 300, "test row 0 finds its copy in `extra`");
+    assert_eq!(q[0]["texts"][0], "zero");
+    ok(rac_in(w, &["index", "remove-source", "idx", "extra"]));
+    let text = ok(rac_in(w, &["index", "stats", "idx"]));
+    assert!(text.contains("items           300"), "{text}");
+    // Errors are reported, not panics.
+    let out = rac_in(w, &["index", "remove-source", "idx", "extra"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no source named `extra`"));
+    let out = rac_in(w, &["index", "stats", "nowhere"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a retrieval index"));
+
+    // The retrieval-only table.
+    let table = ok(rac_in(w, &["index", "knn-eval", "--train", "train.safetensors", "--test", "test.safetensors", "--k", "5", "--backend", "exact"]));
+    for word in ["1-NN", "majority", "weighted", "many", "medium", "few"] {
+        assert!(table.contains(word), "{table}");
+    }
+
+    // The benchmark, as JSON, on a small synthetic set exported as .npy.
+    ok(rac_in(w, &["index", "synth", "--out", "synth", "--n", "400", "--queries", "20", "--dim", "16", "--clusters", "10", "--subspace", "8"]));
+    let out = ok(rac_in(w, &["index", "bench", "--npy", "synth", "--json", "--n-trees", "4", "--search-k", "200", "--single-queries", "5"]));
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        for key in ["backend", "recall_at_1", "recall_at_10", "recall_at_30", "build_s", "query_ms_p50", "query_ms_p99", "batched_qps"] {
+            assert!(!r[key].is_null(), "{key} missing in {r}");
+        }
+    }
+    assert_eq!(rows[0]["backend"], "exact");
+    assert_eq!(rows[0]["recall_at_30"], 1.0);
+    let out = rac_in(w, &["index", "bench"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs vectors"));
+}

@@ -165,6 +165,9 @@ pub struct SynthArgs {
     /// Clusters.
     #[arg(long, default_value_t = 1_000)]
     clusters: usize,
+    /// Dimension of the subspace holding the clusters.
+    #[arg(long, default_value_t = 32)]
+    subspace: usize,
     /// Seed.
     #[arg(long, default_value_t = 7)]
     synth_seed: u64,
@@ -177,6 +180,7 @@ impl SynthArgs {
             n_queries: self.queries,
             dim: self.dim,
             clusters: self.clusters,
+            subspace: self.subspace,
             seed: self.synth_seed,
             ..SyntheticSpec::default()
         }
