@@ -335,6 +335,8 @@ impl Store {
         };
         let meta = read_meta(&env, path, meta_db)?;
         let dbs = create_dbs(&env, path, &meta.config)?;
+        // LMDB keeps the larger of the asked size and the one stored by an earlier growth.
+        let map_size = env.info().map_size.max(map_size);
         let mut store = Store { path: path.to_path_buf(), env, dbs, map_size, meta, failpoint: None };
         if store.meta.config.map_size > store.map_size {
             store.resize(store.meta.config.map_size)?;
