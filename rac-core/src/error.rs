@@ -160,6 +160,100 @@ pub enum Error {
     /// Input that is wrong for the operation, with the reason.
     #[error("{0}")]
     InvalidInput(String),
+
+    // ---- index -------------------------------------------------------------------------
+    /// A folder that is not a retrieval index (no LMDB environment, or none written by us).
+    #[error("{path} is not a retrieval index: {reason}")]
+    NotAnIndex {
+        /// The folder.
+        path: PathBuf,
+        /// Why it is not one.
+        reason: String,
+    },
+
+    /// An index written by an incompatible version of the format.
+    #[error("{path}: index format version {found}, but this build reads version {expected}; rebuild it with `rac index build`")]
+    IndexVersion {
+        /// The index folder.
+        path: PathBuf,
+        /// The version stored in the index.
+        found: u32,
+        /// The version this build reads and writes.
+        expected: u32,
+    },
+
+    /// A vector whose dimension differs from the index's.
+    #[error("{path}: {what} has vectors of dimension {received}, but the index holds dimension {expected}")]
+    IndexDimension {
+        /// The index folder.
+        path: PathBuf,
+        /// What the vectors are ("query batch", "source `x`").
+        what: String,
+        /// The index's dimension.
+        expected: usize,
+        /// The dimension given.
+        received: usize,
+    },
+
+    /// A query on an index that holds no items.
+    #[error("{path}: the index is empty; add a source first (`rac index add-source`)")]
+    IndexEmpty {
+        /// The index folder.
+        path: PathBuf,
+    },
+
+    /// A number of neighbours that the index cannot return.
+    #[error("{path}: k = {k} is invalid: {reason}")]
+    IndexK {
+        /// The index folder.
+        path: PathBuf,
+        /// The k asked for.
+        k: usize,
+        /// Why it is invalid (0, or more than the items in the index).
+        reason: String,
+    },
+
+    /// A source name that the index does not hold.
+    #[error("{path}: no source named `{name}` (sources: {known})")]
+    UnknownSource {
+        /// The index folder.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The sources the index holds, comma-separated.
+        known: String,
+    },
+
+    /// A source added under a name the index already holds.
+    #[error("{path}: a source named `{name}` is already in the index; remove it first or choose another name")]
+    SourceExists {
+        /// The index folder.
+        path: PathBuf,
+        /// The name.
+        name: String,
+    },
+
+    /// The LMDB map is full and may not grow further.
+    #[error("{path}: the LMDB map is full at {map_size} bytes and may not grow past the limit of {limit} bytes; raise `max_map_size` in the index config")]
+    IndexMapFull {
+        /// The index folder.
+        path: PathBuf,
+        /// The map size reached.
+        map_size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// An error of the storage layer (LMDB, arroy, hannoy) while doing something to an index.
+    #[error("{path}: {op}: {message}")]
+    IndexStore {
+        /// The index folder.
+        path: PathBuf,
+        /// What was being done.
+        op: String,
+        /// The storage layer's message.
+        message: String,
+    },
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {

@@ -9,6 +9,7 @@
 //! | [`data`] | manifests, splits, long-tail statistics, preprocessing |
 //! | [`encoders`] | the image encoder E and the text encoder T, on real weights |
 //! | [`features`] | the feature store (encode once, cache on disk) and exact 1-NN |
+//! | [`index`] | the LMDB retrieval index (arroy, HNSW, exact), its neighbour cache, k-NN evaluation |
 //! | [`model`] | the fusion of the two branches and the long-tail losses |
 //! | [`train`] | the training recipe: schedule, clipping |
 //! | [`eval`] | balanced top-1/top-5 and per-bucket accuracy, as polars tables |
@@ -24,6 +25,7 @@ pub mod error;
 pub mod eval;
 pub mod features;
 pub mod fsio;
+pub mod index;
 pub mod model;
 pub mod train;
 

@@ -5,6 +5,7 @@
 mod assets_cmd;
 mod data_cmd;
 mod encode_cmd;
+mod index_cmd;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,9 @@ enum Command {
     Data(data_cmd::DataCmd),
     /// Encode a data set into the feature store (`rac encode knn`: 1-NN accuracy of the features).
     Encode(encode_cmd::EncodeCmd),
+    /// Build, change, query and benchmark retrieval indexes.
+    #[command(subcommand)]
+    Index(index_cmd::IndexCmd),
     /// The main job: fetch the assets, then run the pipeline on the embedded default data.
     Demo(DemoArgs),
 }
@@ -58,6 +62,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Assets(cmd) => assets_cmd::run(cmd, &cache),
         Command::Data(cmd) => data_cmd::run(cmd, &cache),
         Command::Encode(cmd) => encode_cmd::run(cmd, &cache),
+        Command::Index(cmd) => index_cmd::run(cmd),
         Command::Demo(args) => demo(args, &cache),
     }
 }

@@ -1,0 +1,192 @@
+//! The approximate backends behind one interface: arroy's random-projection forest and
+//! hannoy's HNSW graph, each stored in its own database of the index's environment.
+//!
+//! Both report distances in their own scale; [`Searcher`] converts them to the index's
+//! (`1 - cos` for cosine, `||a - b||` for L2) so every backend answers alike. A change of
+//! content rebuilds the structure from scratch with the index's seed: slower than an
+//! incremental update, but the structure is then a function of the items alone.
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+
+use heed::{RoTxn, RwTxn};
+use rand010::SeedableRng;
+
+use super::config::{HNSW_M, IndexConfig, Metric};
+use super::store::{AnnDb, StoreResult};
+use crate::error::Result;
+
+/// The index number inside the backend database (arroy and hannoy can hold several).
+const ANN_INDEX: u16 = 0;
+
+/// A vector with its item id.
+pub(crate) type IdVector = (u32, Vec<f32>);
+
+macro_rules! arroy_rebuild {
+    ($db:expr, $wtxn:expr, $path:expr, $config:expr, $dim:expr, $items:expr) => {{
+        let writer = arroy::Writer::new($db, ANN_INDEX, $dim.max(1));
+        writer.clear($wtxn).at($path, "clearing the arroy trees")?;
+        if !$items.is_empty() {
+            let writer = arroy::Writer::new($db, ANN_INDEX, $dim);
+            for (id, v) in $items {
+                writer.add_item($wtxn, *id, v).at($path, "adding items to arroy")?;
+            }
+            let mut rng = rand010::rngs::StdRng::seed_from_u64($config.seed);
+            writer.builder(&mut rng).n_trees($config.arroy.n_trees).build($wtxn).at($path, "building the arroy trees")?;
+        }
+    }};
+}
+
+macro_rules! hnsw_rebuild {
+    ($db:expr, $wtxn:expr, $path:expr, $config:expr, $dim:expr, $items:expr) => {{
+        let writer = hannoy::Writer::new($db, ANN_INDEX, $dim.max(1));
+        writer.clear($wtxn).at($path, "clearing the HNSW graph")?;
+        if !$items.is_empty() {
+            let writer = hannoy::Writer::new($db, ANN_INDEX, $dim);
+            for (id, v) in $items {
+                writer.add_item($wtxn, *id, v).at($path, "adding items to the HNSW graph")?;
+            }
+            let mut rng = rand010::rngs::StdRng::seed_from_u64($config.seed);
+            writer
+                .builder(&mut rng)
+                .ef_construction($config.hnsw.ef_construction)
+                .build::<HNSW_M, { 2 * HNSW_M }>($wtxn)
+                .at($path, "building the HNSW graph")?;
+        }
+    }};
+}
+
+/// Replace the backend's content by `items` and build its structure.
+pub(crate) fn rebuild(wtxn: &mut RwTxn<'_>, ann: AnnDb, path: &Path, config: &IndexConfig, dim: usize, items: &[IdVector]) -> Result<()> {
+    match ann {
+        AnnDb::None => {}
+        AnnDb::ArroyCosine(db) => arroy_rebuild!(db, wtxn, path, config, dim, items),
+        AnnDb::ArroyL2(db) => arroy_rebuild!(db, wtxn, path, config, dim, items),
+        AnnDb::HnswCosine(db) => hnsw_rebuild!(db, wtxn, path, config, dim, items),
+        AnnDb::HnswL2(db) => hnsw_rebuild!(db, wtxn, path, config, dim, items),
+    }
+    Ok(())
+}
+
+/// Empty the backend's database whatever its type (used when a rebuild changes backend).
+pub(crate) fn clear_any(wtxn: &mut RwTxn<'_>, ann: AnnDb, path: &Path) -> Result<()> {
+    use heed::types::Bytes;
+    let op = "clearing the previous backend";
+    match ann {
+        AnnDb::None => {}
+        AnnDb::ArroyCosine(db) => db.remap_types::<Bytes, Bytes>().clear(wtxn).at(path, op)?,
+        AnnDb::ArroyL2(db) => db.remap_types::<Bytes, Bytes>().clear(wtxn).at(path, op)?,
+        AnnDb::HnswCosine(db) => db.remap_types::<Bytes, Bytes>().clear(wtxn).at(path, op)?,
+        AnnDb::HnswL2(db) => db.remap_types::<Bytes, Bytes>().clear(wtxn).at(path, op)?,
+    }
+    Ok(())
+}
+
+macro_rules! collect_items {
+    ($krate:ident, $db:expr, $rtxn:expr, $path:expr, $dim:expr) => {{
+        let writer = $krate::Writer::new($db, ANN_INDEX, $dim);
+        let mut out = Vec::new();
+        for item in writer.iter($rtxn).at($path, "reading vectors")? {
+            out.push(item.at($path, "reading vectors")?);
+        }
+        out
+    }};
+}
+
+/// Every vector the backend holds, by ascending id.
+pub(crate) fn all_vectors(rtxn: &RoTxn<'_>, ann: AnnDb, path: &Path, dim: usize) -> Result<Vec<IdVector>> {
+    if dim == 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = match ann {
+        AnnDb::None => Vec::new(),
+        AnnDb::ArroyCosine(db) => collect_items!(arroy, db, rtxn, path, dim),
+        AnnDb::ArroyL2(db) => collect_items!(arroy, db, rtxn, path, dim),
+        AnnDb::HnswCosine(db) => collect_items!(hannoy, db, rtxn, path, dim),
+        AnnDb::HnswL2(db) => collect_items!(hannoy, db, rtxn, path, dim),
+    };
+    out.sort_by_key(|(id, _)| *id);
+    Ok(out)
+}
+
+/// An open reader of one backend, for many queries in one read transaction.
+pub(crate) enum Searcher<'t> {
+    ArroyCosine(arroy::Reader<'t, arroy::distances::Cosine>, usize),
+    ArroyL2(arroy::Reader<'t, arroy::distances::Euclidean>, usize),
+    HnswCosine(hannoy::Reader<'t, hannoy::distances::Cosine>, usize),
+    HnswL2(hannoy::Reader<'t, hannoy::distances::Euclidean>, usize),
+}
+
+impl<'t> Searcher<'t> {
+    /// Open the backend's reader in `rtxn`; `None` for the exact backend.
+    pub fn open(rtxn: &'t RoTxn<'t>, ann: AnnDb, path: &Path, config: &IndexConfig) -> Result<Option<Self>> {
+        let op = "opening the backend";
+        let search_k = config.arroy.search_k;
+        let ef = config.hnsw.ef_search;
+        Ok(Some(match ann {
+            AnnDb::None => return Ok(None),
+            AnnDb::ArroyCosine(db) => Searcher::ArroyCosine(arroy::Reader::open(rtxn, ANN_INDEX, db).at(path, op)?, search_k),
+            AnnDb::ArroyL2(db) => Searcher::ArroyL2(arroy::Reader::open(rtxn, ANN_INDEX, db).at(path, op)?, search_k),
+            AnnDb::HnswCosine(db) => Searcher::HnswCosine(hannoy::Reader::open(rtxn, ANN_INDEX, db).at(path, op)?, ef),
+            AnnDb::HnswL2(db) => Searcher::HnswL2(hannoy::Reader::open(rtxn, ANN_INDEX, db).at(path, op)?, ef),
+        }))
+    }
+
+    /// The `k` nearest items to `query`, nearest first, with distances in the index's scale.
+    pub fn search(&self, rtxn: &'t RoTxn<'t>, path: &Path, query: &[f32], k: usize) -> Result<Vec<(u32, f32)>> {
+        let op = "searching";
+        let mut hits = match self {
+            Searcher::ArroyCosine(r, per_k) => arroy_query(r, rtxn, query, k, *per_k).at(path, op)?,
+            Searcher::ArroyL2(r, per_k) => arroy_query(r, rtxn, query, k, *per_k).at(path, op)?,
+            Searcher::HnswCosine(r, ef) => r.nns(k).ef_search(*ef).by_vector(rtxn, query).at(path, op)?.nns,
+            Searcher::HnswL2(r, ef) => r.nns(k).ef_search(*ef).by_vector(rtxn, query).at(path, op)?.nns,
+        };
+        // Both crates give cosine as (1 - cos) / 2; hannoy gives L2 squared, arroy not.
+        match self {
+            Searcher::ArroyCosine(..) | Searcher::HnswCosine(..) => hits.iter_mut().for_each(|h| h.1 *= 2.0),
+            Searcher::HnswL2(..) => hits.iter_mut().for_each(|h| h.1 = h.1.max(0.0).sqrt()),
+            Searcher::ArroyL2(..) => {}
+        }
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// The stored vector of an item.
+    pub fn vector(&self, rtxn: &'t RoTxn<'t>, path: &Path, id: u32) -> Result<Option<Vec<f32>>> {
+        let op = "reading a vector";
+        match self {
+            Searcher::ArroyCosine(r, _) => r.item_vector(rtxn, id).at(path, op),
+            Searcher::ArroyL2(r, _) => r.item_vector(rtxn, id).at(path, op),
+            Searcher::HnswCosine(r, _) => r.item_vector(rtxn, id).at(path, op),
+            Searcher::HnswL2(r, _) => r.item_vector(rtxn, id).at(path, op),
+        }
+    }
+}
+
+fn arroy_query<D: arroy::Distance>(
+    reader: &arroy::Reader<'_, D>,
+    rtxn: &RoTxn<'_>,
+    query: &[f32],
+    k: usize,
+    search_k: usize,
+) -> std::result::Result<Vec<(u32, f32)>, arroy::Error> {
+    let mut q = reader.nns(k);
+    q.search_k(NonZeroUsize::new(search_k.max(k).max(1)).expect("at least 1"));
+    q.by_vector(rtxn, query)
+}
+
+/// Normalise each row of `data` (`dim` columns) to unit L2 norm when the metric is cosine.
+/// Returns the index of the first zero row, which cannot be normalised.
+pub(crate) fn prepare_rows(data: &mut [f32], dim: usize, metric: Metric) -> std::result::Result<(), usize> {
+    if metric != Metric::Cosine {
+        return Ok(());
+    }
+    for (i, row) in data.chunks_mut(dim).enumerate() {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm <= f32::MIN_POSITIVE || !norm.is_finite() {
+            return Err(i);
+        }
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The index's configuration: which backend answers queries, with which distance and knobs.
+//!
+//! It is chosen when an index is built and stored inside it, so a copied index folder
+//! answers queries the same way. The defaults follow the paper (cosine, HNSW with M = 32)
+//! and our measurements on 768-d embeddings (see `rac index bench` and ARCHITECTURE.md).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The graph degree of the HNSW backend: the paper's M = 32 (64 links on the ground layer).
+pub const HNSW_M: usize = 32;
+
+/// Which structure answers nearest-neighbour queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// arroy: a forest of random-projection trees (Annoy-like) on LMDB.
+    Arroy,
+    /// HNSW (the `hannoy` crate) on LMDB: the graph the paper used, with M = 32.
+    Hnsw,
+    /// Batched brute force as a matrix product on candle: the ground truth.
+    Exact,
+}
+
+impl Backend {
+    /// Every backend, in table order.
+    pub const ALL: [Backend; 3] = [Backend::Exact, Backend::Hnsw, Backend::Arroy];
+
+    /// The backend's name as used in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Arroy => "arroy",
+            Backend::Hnsw => "hnsw",
+            Backend::Exact => "exact",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "arroy" => Ok(Backend::Arroy),
+            "hnsw" => Ok(Backend::Hnsw),
+            "exact" => Ok(Backend::Exact),
+            other => Err(Error::InvalidInput(format!("unknown index backend `{other}` (expected arroy, hnsw or exact)"))),
+        }
+    }
+}
+
+/// The distance between vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Cosine distance `1 - cos(a, b)`, in [0, 2]. Vectors are normalised once, at insertion.
+    Cosine,
+    /// Euclidean distance `||a - b||_2`.
+    L2,
+}
+
+impl Metric {
+    /// The metric's name as used in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cosine" => Ok(Metric::Cosine),
+            "l2" => Ok(Metric::L2),
+            other => Err(Error::InvalidInput(format!("unknown metric `{other}` (expected cosine or l2)"))),
+        }
+    }
+}
+
+/// Knobs of the arroy backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArroyParams {
+    /// Number of random-projection trees. More trees: higher recall, bigger index, slower build.
+    pub n_trees: usize,
+    /// Tree nodes (candidate items) inspected per query, at least k. More: higher recall,
+    /// slower queries. It does not scale with k, so the first k of a k_max search are
+    /// exactly a k search (what the neighbour cache relies on).
+    pub search_k: usize,
+}
+
+impl Default for ArroyParams {
+    /// Tuned on the synthetic 100k x 768 set (`rac index bench`): see ARCHITECTURE.md.
+    fn default() -> Self {
+        ArroyParams { n_trees: 64, search_k: 30_000 }
+    }
+}
+
+/// Knobs of the HNSW backend (M is fixed at the paper's 32, see [`HNSW_M`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HnswParams {
+    /// Candidate list size while inserting. More: better graph, slower build.
+    pub ef_construction: usize,
+    /// Candidate list size while searching (at least k). More: higher recall, slower queries.
+    pub ef_search: usize,
+    /// Threads that build the graph; `0` means all cores. With 1 thread the build is
+    /// deterministic, so removing a source gives back exactly the earlier results.
+    pub build_threads: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams { ef_construction: 200, ef_search: 128, build_threads: 0 }
+    }
+}
+
+/// The whole configuration of a retrieval index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// The backend that answers queries.
+    pub backend: Backend,
+    /// The distance.
+    pub metric: Metric,
+    /// arroy's knobs (used when `backend = "arroy"`).
+    pub arroy: ArroyParams,
+    /// HNSW's knobs (used when `backend = "hnsw"`).
+    pub hnsw: HnswParams,
+    /// Seed of the random choices made while building (tree splits, HNSW levels).
+    pub seed: u64,
+    /// Initial size of the LMDB map in bytes; it doubles when full, up to `max_map_size`.
+    pub map_size: usize,
+    /// The largest the LMDB map may grow to, in bytes.
+    pub max_map_size: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            backend: Backend::Hnsw,
+            metric: Metric::Cosine,
+            arroy: ArroyParams::default(),
+            hnsw: HnswParams::default(),
+            seed: 42,
+            map_size: 1 << 30,
+            max_map_size: 1 << 40,
+        }
+    }
+}
+
+impl IndexConfig {
+    /// The default configuration with another backend.
+    pub fn with_backend(backend: Backend) -> Self {
+        IndexConfig { backend, ..Default::default() }
+    }
+
+    /// Check every value; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, message: String| Err(Error::InvalidInput(format!("index config: field `{field}`: {message}")));
+        if self.arroy.n_trees == 0 {
+            return bad("arroy.n_trees", "must be at least 1".into());
+        }
+        if self.arroy.search_k == 0 {
+            return bad("arroy.search_k", "must be at least 1".into());
+        }
+        if self.hnsw.ef_construction < HNSW_M {
+            return bad("hnsw.ef_construction", format!("must be at least M = {HNSW_M}, got {}", self.hnsw.ef_construction));
+        }
+        if self.hnsw.ef_search == 0 {
+            return bad("hnsw.ef_search", "must be at least 1".into());
+        }
+        if self.map_size < (1 << 20) {
+            return bad("map_size", format!("must be at least 1 MiB, got {}", self.map_size));
+        }
+        if self.max_map_size < self.map_size {
+            return bad("max_map_size", format!("{} is below map_size {}", self.max_map_size, self.map_size));
+        }
+        Ok(())
+    }
+}

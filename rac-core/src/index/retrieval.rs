@@ -1,0 +1,721 @@
+//! [`RetrievalIndex`]: RAC's non-parametric memory. One LMDB environment in one folder holds
+//! the vectors, each item's text, label and source, and the backend's structure, so a copied
+//! folder is a complete index. Sources are added and removed whole, with no retraining, and
+//! every change is one transaction: a crash leaves the index as it was before the change.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::backend::{self, IdVector, Searcher};
+use super::config::{Backend, IndexConfig, Metric};
+use super::exact::ExactMatrix;
+use super::store::{self, AnnDb, Failpoint, ItemRecord, Meta, SourceRecord, Store, StoreResult};
+use crate::error::{Error, Result};
+
+/// The id of an item in an index; ids are handed out in order and never reused.
+pub type ItemId = u32;
+
+/// A whole data source to put in an index: its vectors with, per item, a key, a text and a label.
+#[derive(Debug, Clone)]
+pub struct Source {
+    name: String,
+    dim: usize,
+    vectors: Vec<f32>,
+    keys: Vec<String>,
+    texts: Vec<String>,
+    labels: Vec<u32>,
+}
+
+impl Source {
+    /// A source from an `[n, d]` feature tensor, with one text and one label per row. Item
+    /// keys default to `name/row`.
+    pub fn new(name: impl Into<String>, features: &Tensor, texts: Vec<String>, labels: Vec<u32>) -> Result<Self> {
+        let name = name.into();
+        let (n, dim) = features.dims2().map_err(|_| {
+            Error::InvalidInput(format!("source `{name}`: features must be a [n, d] matrix, got shape {:?}", features.dims()))
+        })?;
+        let vectors = features.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        debug_assert_eq!(vectors.len(), n * dim);
+        Self::from_vecs(name, vectors, dim, texts, labels)
+    }
+
+    /// A source from row-major vectors of dimension `dim`.
+    pub fn from_vecs(name: impl Into<String>, vectors: Vec<f32>, dim: usize, texts: Vec<String>, labels: Vec<u32>) -> Result<Self> {
+        let name = name.into();
+        let bad = |m: String| Err(Error::InvalidInput(format!("source `{name}`: {m}")));
+        if name.is_empty() || name.len() > 200 {
+            return bad("the name must have 1 to 200 bytes".into());
+        }
+        if dim == 0 || vectors.is_empty() || vectors.len() % dim != 0 {
+            return bad(format!("{} values do not form rows of dimension {dim}", vectors.len()));
+        }
+        let n = vectors.len() / dim;
+        if texts.len() != n || labels.len() != n {
+            return bad(format!("{n} vectors but {} texts and {} labels", texts.len(), labels.len()));
+        }
+        if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
+            return bad(format!("row {} holds a value that is not finite", i / dim));
+        }
+        let keys = (0..n).map(|i| format!("{name}/{i}")).collect();
+        Ok(Source { name, dim, vectors, keys, texts, labels })
+    }
+
+    /// Replace the default item keys (one per row).
+    pub fn with_keys(mut self, keys: Vec<String>) -> Result<Self> {
+        if keys.len() != self.len() {
+            return Err(Error::InvalidInput(format!("source `{}`: {} rows but {} keys", self.name, self.len(), keys.len())));
+        }
+        self.keys = keys;
+        Ok(self)
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether it has no items (never true: construction refuses that).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The vectors' dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The row-major vectors.
+    pub fn vectors(&self) -> &[f32] {
+        &self.vectors
+    }
+
+    /// The labels.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    fn content_sha256(&self) -> String {
+        let mut bytes: Vec<u8> = Vec::with_capacity(self.vectors.len() * 4 + self.len() * 16);
+        bytes.extend(self.vectors.iter().flat_map(|x| x.to_le_bytes()));
+        bytes.extend(self.labels.iter().flat_map(|x| x.to_le_bytes()));
+        for s in self.texts.iter().chain(&self.keys) {
+            bytes.extend((s.len() as u64).to_le_bytes());
+            bytes.extend(s.as_bytes());
+        }
+        crate::fsio::sha256_bytes(&bytes)
+    }
+}
+
+/// How to query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryOptions {
+    /// Number of neighbours to return per query.
+    pub k: usize,
+    /// Drop the query itself from its neighbours, as the paper does in training: search `k + 1`,
+    /// then drop the query's own item when it is among the hits (queries by item id), or the
+    /// first hit (queries by vector).
+    pub drop_self: bool,
+}
+
+impl QueryOptions {
+    /// `k` neighbours, the query kept.
+    pub fn k(k: usize) -> Self {
+        QueryOptions { k, drop_self: false }
+    }
+
+    /// The same, with `drop_self` set.
+    pub fn drop_self(self, drop_self: bool) -> Self {
+        QueryOptions { drop_self, ..self }
+    }
+}
+
+/// The neighbours of one query, nearest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbours {
+    /// Item ids.
+    pub ids: Vec<ItemId>,
+    /// Distances (`1 - cos` for cosine, `||q - x||` for L2).
+    pub distances: Vec<f32>,
+    /// Label ids.
+    pub labels: Vec<u32>,
+    /// Texts.
+    pub texts: Vec<String>,
+}
+
+/// Items of one source, for [`IndexStats`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceStats {
+    /// The source's name.
+    pub name: String,
+    /// Its number of items.
+    pub items: usize,
+}
+
+/// What an index holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexStats {
+    /// The index folder.
+    pub path: PathBuf,
+    /// The backend.
+    pub backend: Backend,
+    /// The metric.
+    pub metric: Metric,
+    /// The vectors' dimension (0 while empty).
+    pub dim: usize,
+    /// Number of items.
+    pub items: usize,
+    /// Items per source, in the order they were added.
+    pub sources: Vec<SourceStats>,
+    /// Size of the data file, in bytes.
+    pub size_on_disk: u64,
+    /// The LMDB map size in bytes (it grows when full, up to `config.max_map_size`).
+    pub map_size: usize,
+    /// The content fingerprint (changes with every change of items).
+    pub fingerprint: String,
+    /// The on-disk format version.
+    pub format_version: u32,
+    /// The full configuration.
+    pub config: IndexConfig,
+}
+
+impl IndexStats {
+    /// A short human-readable report.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("index           {}\n", self.path.display()));
+        s.push_str(&format!("backend         {}\n", self.backend));
+        match self.backend {
+            Backend::Arroy => s.push_str(&format!(
+                "                n_trees {}, search_k {}\n",
+                self.config.arroy.n_trees, self.config.arroy.search_k
+            )),
+            Backend::Hnsw => s.push_str(&format!(
+                "                M {}, ef_construction {}, ef_search {}\n",
+                super::config::HNSW_M,
+                self.config.hnsw.ef_construction,
+                self.config.hnsw.ef_search
+            )),
+            Backend::Exact => {}
+        }
+        s.push_str(&format!("metric          {}\n", self.metric));
+        s.push_str(&format!("dimension       {}\n", self.dim));
+        s.push_str(&format!("items           {}\n", self.items));
+        s.push_str(&format!("size on disk    {:.1} MiB\n", self.size_on_disk as f64 / (1u64 << 20) as f64));
+        s.push_str(&format!("fingerprint     {}\n", &self.fingerprint[..16.min(self.fingerprint.len())]));
+        for src in &self.sources {
+            s.push_str(&format!("source          {:<24} {} items\n", src.name, src.items));
+        }
+        s
+    }
+}
+
+/// A retrieval index on LMDB. See the module documentation.
+pub struct RetrievalIndex {
+    pub(crate) store: Store,
+    exact: Mutex<Option<Arc<ExactMatrix>>>,
+    /// Query-time knobs set on this handle only (see [`RetrievalIndex::set_query_params`]).
+    query_config: Option<IndexConfig>,
+}
+
+/// What a write does to the items.
+enum Change<'a> {
+    Replace(&'a [Source]),
+    Add(&'a Source),
+    Remove(&'a str),
+}
+
+impl RetrievalIndex {
+    /// Create an empty index in a new (or empty) folder.
+    pub fn create(path: &Path, config: &IndexConfig) -> Result<Self> {
+        Self::build(path, config, &[])
+    }
+
+    /// Build an index from `sources` in one transaction. An existing index at `path` is
+    /// replaced, atomically: until the build commits, it opens and answers as before.
+    pub fn build(path: &Path, config: &IndexConfig, sources: &[Source]) -> Result<Self> {
+        Self::build_with(path, config, sources, None)
+    }
+
+    #[doc(hidden)]
+    /// [`Self::build`] with a failpoint armed (crash-safety tests and the CLI's env hook).
+    pub fn build_with(path: &Path, config: &IndexConfig, sources: &[Source], failpoint: Option<Failpoint>) -> Result<Self> {
+        config.validate()?;
+        for (i, a) in sources.iter().enumerate() {
+            if sources[..i].iter().any(|b| b.name == a.name) {
+                return Err(Error::SourceExists { path: path.to_path_buf(), name: a.name.clone() });
+            }
+        }
+        let store = match Store::open(path) {
+            Ok(existing) => existing,
+            Err(Error::NotAnIndex { .. }) => Store::create(path, config)?,
+            Err(e) => return Err(e),
+        };
+        let previous_ann = store.dbs.ann;
+        let mut index = RetrievalIndex { store, exact: Mutex::new(None), query_config: None };
+        if index.store.meta.config != *config {
+            index.store.reconfigure(config)?;
+        }
+        index.store.failpoint = failpoint;
+        let new_ann = index.store.dbs.ann;
+        let config = config.clone();
+        index.apply("building", Change::Replace(sources), Some((previous_ann, new_ann, config)))?;
+        index.store.failpoint = None;
+        Ok(index)
+    }
+
+    /// Open an existing index.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(RetrievalIndex { store: Store::open(path)?, exact: Mutex::new(None), query_config: None })
+    }
+
+    #[doc(hidden)]
+    /// Arm (or disarm) a failpoint for the next writes.
+    pub fn set_failpoint(&mut self, failpoint: Option<Failpoint>) {
+        self.store.failpoint = failpoint;
+    }
+
+    /// Add a whole source. Its items get fresh ids; the backend is rebuilt; the neighbour
+    /// cache is invalidated.
+    pub fn add_source(&mut self, source: &Source) -> Result<()> {
+        if self.source(&source.name).is_ok() {
+            return Err(Error::SourceExists { path: self.path().to_path_buf(), name: source.name.clone() });
+        }
+        self.apply("adding a source", Change::Add(source), None)
+    }
+
+    /// Remove a whole source by name; the backend is rebuilt from the remaining items, so
+    /// the index answers as it did before the source was added.
+    pub fn remove_source(&mut self, name: &str) -> Result<()> {
+        self.source(name)?;
+        self.apply("removing a source", Change::Remove(name), None)
+    }
+
+    /// The index folder.
+    pub fn path(&self) -> &Path {
+        &self.store.path
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IndexConfig {
+        &self.store.meta.config
+    }
+
+    /// The configuration queries run with: the stored one, with the query-time knobs of
+    /// [`Self::set_query_params`] when set.
+    pub fn query_config(&self) -> &IndexConfig {
+        self.query_config.as_ref().unwrap_or(&self.store.meta.config)
+    }
+
+    /// Query with other query-time knobs (arroy's `search_k`, HNSW's `ef_search`) on
+    /// this handle only; the stored configuration and the structure are unchanged.
+    pub fn set_query_params(&mut self, config: &IndexConfig) -> Result<()> {
+        config.validate()?;
+        let mut c = self.store.meta.config.clone();
+        c.arroy.search_k = config.arroy.search_k;
+        c.hnsw.ef_search = config.hnsw.ef_search;
+        self.query_config = Some(c);
+        Ok(())
+    }
+
+    /// The vectors' dimension (0 while empty).
+    pub fn dim(&self) -> usize {
+        self.store.meta.dim
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.store.meta.n_items as usize
+    }
+
+    /// Whether the index holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The content fingerprint: it changes whenever items are added or removed.
+    pub fn fingerprint(&self) -> &str {
+        &self.store.meta.fingerprint
+    }
+
+    /// The sources, in the order they were added.
+    pub fn sources(&self) -> Result<Vec<SourceRecord>> {
+        let rtxn = self.store.env.read_txn().at(self.path(), "reading sources")?;
+        read_sources(&rtxn, self.store.dbs.sources, self.path())
+    }
+
+    /// One source by name.
+    pub fn source(&self, name: &str) -> Result<SourceRecord> {
+        let sources = self.sources()?;
+        sources.iter().find(|s| s.name == name).cloned().ok_or_else(|| Error::UnknownSource {
+            path: self.path().to_path_buf(),
+            name: name.to_string(),
+            known: if sources.is_empty() { "none".into() } else { sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ") },
+        })
+    }
+
+    /// The item ids of a source.
+    pub fn source_ids(&self, name: &str) -> Result<Range<ItemId>> {
+        Ok(self.source(name)?.ids())
+    }
+
+    /// What the index holds.
+    pub fn stats(&self) -> Result<IndexStats> {
+        let meta = &self.store.meta;
+        Ok(IndexStats {
+            path: self.path().to_path_buf(),
+            backend: meta.config.backend,
+            metric: meta.config.metric,
+            dim: meta.dim,
+            items: meta.n_items as usize,
+            sources: self.sources()?.into_iter().map(|s| SourceStats { name: s.name, items: s.count as usize }).collect(),
+            size_on_disk: self.store.size_on_disk(),
+            map_size: self.store.map_size(),
+            fingerprint: meta.fingerprint.clone(),
+            format_version: store::FORMAT_VERSION,
+            config: meta.config.clone(),
+        })
+    }
+
+    /// The records (key, source, label, text) of items.
+    pub fn items(&self, ids: &[ItemId]) -> Result<Vec<ItemRecord>> {
+        let rtxn = self.store.env.read_txn().at(self.path(), "reading items")?;
+        ids.iter().map(|&id| read_item(&rtxn, &self.store, id)).collect()
+    }
+
+    /// The stored (for cosine: normalised) vectors of items, row-major.
+    pub fn vectors(&self, ids: &[ItemId]) -> Result<Vec<f32>> {
+        self.require_items()?;
+        let path = self.path();
+        let rtxn = self.store.env.read_txn().at(path, "reading vectors")?;
+        let searcher = Searcher::open(&rtxn, self.store.dbs.ann, path, self.query_config())?;
+        let mut out = Vec::with_capacity(ids.len() * self.dim());
+        for &id in ids {
+            let v = match &searcher {
+                Some(s) => s.vector(&rtxn, path, id)?,
+                None => self.store.dbs.vectors.get(&rtxn, &id).at(path, "reading vectors")?.map(decode_f32),
+            };
+            let v = v.ok_or_else(|| Error::InvalidInput(format!("{}: no item with id {id}", path.display())))?;
+            out.extend(v);
+        }
+        Ok(out)
+    }
+
+    /// The neighbours of each row of an `[b, d]` query tensor.
+    pub fn query(&self, queries: &Tensor, opts: &QueryOptions) -> Result<Vec<Neighbours>> {
+        let (_, d) = queries
+            .dims2()
+            .map_err(|_| Error::InvalidInput(format!("{}: queries must be a [b, d] matrix, got shape {:?}", self.path().display(), queries.dims())))?;
+        let data = queries.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        self.query_vecs(&data, d, opts)
+    }
+
+    /// The neighbours of each row of row-major `queries` of dimension `dim`.
+    pub fn query_vecs(&self, queries: &[f32], dim: usize, opts: &QueryOptions) -> Result<Vec<Neighbours>> {
+        let hits = self.search_hits(queries, dim, opts.k, opts.drop_self, None)?;
+        self.resolve(hits)
+    }
+
+    /// The neighbours of items already in the index (their stored vectors as queries); with
+    /// `drop_self`, each item itself is dropped from its own list.
+    pub fn query_items(&self, ids: &[ItemId], opts: &QueryOptions) -> Result<Vec<Neighbours>> {
+        let hits = self.item_hits(ids, opts.k, opts.drop_self)?;
+        self.resolve(hits)
+    }
+
+    /// The raw (id, distance) hits of items already in the index; see [`Self::query_items`].
+    pub fn item_hits(&self, ids: &[ItemId], k: usize, drop_self: bool) -> Result<Vec<Vec<(ItemId, f32)>>> {
+        let vectors = self.vectors(ids)?;
+        self.search_hits(&vectors, self.dim(), k, drop_self, Some(ids))
+    }
+
+    /// The raw (id, distance) hits of row-major `queries`: the `k` nearest items of each,
+    /// nearest first. With `drop_self`, `k + 1` are searched and the query's own item (when
+    /// `self_ids` names it and it is found), else the first hit, is dropped.
+    pub fn search_hits(
+        &self,
+        queries: &[f32],
+        dim: usize,
+        k: usize,
+        drop_self: bool,
+        self_ids: Option<&[ItemId]>,
+    ) -> Result<Vec<Vec<(ItemId, f32)>>> {
+        self.require_items()?;
+        let path = self.path();
+        if dim != self.dim() || queries.len() % dim.max(1) != 0 {
+            return Err(Error::IndexDimension { path: path.to_path_buf(), what: "the query batch".into(), expected: self.dim(), received: dim });
+        }
+        let k_search = k + usize::from(drop_self);
+        if k == 0 {
+            return Err(Error::IndexK { path: path.to_path_buf(), k, reason: "k must be at least 1".into() });
+        }
+        if k_search > self.len() {
+            let extra = if drop_self { " (plus one for drop_self)" } else { "" };
+            return Err(Error::IndexK {
+                path: path.to_path_buf(),
+                k,
+                reason: format!("the index holds only {} items{extra}", self.len()),
+            });
+        }
+        let mut queries = queries.to_vec();
+        if let Err(row) = backend::prepare_rows(&mut queries, dim, self.config().metric) {
+            return Err(Error::InvalidInput(format!("{}: query row {row} is all zeros and has no cosine direction", path.display())));
+        }
+        let mut hits = self.raw_search(&queries, k_search)?;
+        if drop_self {
+            for (i, h) in hits.iter_mut().enumerate() {
+                let own = self_ids.and_then(|ids| h.iter().position(|(id, _)| *id == ids[i]));
+                match own {
+                    Some(pos) => {
+                        h.remove(pos);
+                    }
+                    None if self_ids.is_some() => {
+                        h.pop();
+                    }
+                    None => {
+                        h.remove(0);
+                    }
+                }
+                h.truncate(k);
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Attach labels and texts to raw hits.
+    pub fn resolve(&self, hits: Vec<Vec<(ItemId, f32)>>) -> Result<Vec<Neighbours>> {
+        let rtxn = self.store.env.read_txn().at(self.path(), "reading items")?;
+        hits.into_iter()
+            .map(|h| {
+                let mut n = Neighbours { ids: vec![], distances: vec![], labels: vec![], texts: vec![] };
+                for (id, d) in h {
+                    let rec = read_item(&rtxn, &self.store, id)?;
+                    n.ids.push(id);
+                    n.distances.push(d);
+                    n.labels.push(rec.label);
+                    n.texts.push(rec.text);
+                }
+                Ok(n)
+            })
+            .collect()
+    }
+
+    fn require_items(&self) -> Result<()> {
+        if self.is_empty() { Err(Error::IndexEmpty { path: self.path().to_path_buf() }) } else { Ok(()) }
+    }
+
+    /// Search prepared (normalised) queries; batches run in parallel, one read transaction
+    /// per worker for the approximate backends, one matrix product per block for exact.
+    fn raw_search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(ItemId, f32)>>> {
+        let dim = self.dim();
+        if self.config().backend == Backend::Exact {
+            return self.exact_matrix()?.search(queries, k);
+        }
+        let nq = queries.len() / dim;
+        let per_worker = nq.div_ceil(rayon::current_num_threads() * 4).max(1);
+        let chunks: Vec<Vec<Vec<(u32, f32)>>> = queries
+            .par_chunks(per_worker * dim)
+            .map(|chunk| self.with_searcher(|rtxn, s| chunk.chunks(dim).map(|q| s.search(rtxn, self.path(), q, k)).collect()))
+            .collect::<Result<_>>()?;
+        Ok(chunks.into_iter().flatten().collect())
+    }
+
+    /// Run `f` with one open reader of the approximate backend (single-query timing uses it).
+    pub(crate) fn with_searcher<T>(&self, f: impl for<'t> FnOnce(&'t heed::RoTxn<'t>, &Searcher<'t>) -> Result<T>) -> Result<T> {
+        let path = self.path();
+        let rtxn = self.store.env.read_txn().at(path, "querying")?;
+        let searcher = Searcher::open(&rtxn, self.store.dbs.ann, path, self.query_config())?
+            .ok_or_else(|| Error::InvalidInput("the exact backend has no reader".into()))?;
+        f(&rtxn, &searcher)
+    }
+
+    /// One query at a time (no batching), as a user of a notebook cell would: used for latency.
+    pub fn search_one_by_one(&self, queries: &[f32], k: usize, mut on_each: impl FnMut()) -> Result<Vec<Vec<(ItemId, f32)>>> {
+        self.require_items()?;
+        let dim = self.dim();
+        let mut queries = queries.to_vec();
+        let _ = backend::prepare_rows(&mut queries, dim, self.config().metric);
+        if self.config().backend == Backend::Exact {
+            let m = self.exact_matrix()?;
+            return queries
+                .chunks(dim)
+                .map(|q| {
+                    let r = m.search(q, k).map(|mut v| v.remove(0));
+                    on_each();
+                    r
+                })
+                .collect();
+        }
+        self.with_searcher(|rtxn, s| {
+            queries
+                .chunks(dim)
+                .map(|q| {
+                    let r = s.search(rtxn, self.path(), q, k);
+                    on_each();
+                    r
+                })
+                .collect()
+        })
+    }
+
+    fn exact_matrix(&self) -> Result<Arc<ExactMatrix>> {
+        let mut guard = self.exact.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = guard.as_ref() {
+            return Ok(m.clone());
+        }
+        let path = self.path();
+        let rtxn = self.store.env.read_txn().at(path, "loading vectors")?;
+        let mut ids = Vec::with_capacity(self.len());
+        let mut data = Vec::with_capacity(self.len() * self.dim());
+        for entry in self.store.dbs.vectors.iter(&rtxn).at(path, "loading vectors")? {
+            let (id, bytes) = entry.at(path, "loading vectors")?;
+            ids.push(id);
+            data.extend(decode_f32(bytes));
+        }
+        let m = Arc::new(ExactMatrix::new(ids, data, self.dim(), self.config().metric)?);
+        *guard = Some(m.clone());
+        Ok(m)
+    }
+
+    /// Apply a change of items in one transaction.
+    fn apply(&mut self, op: &str, change: Change<'_>, rebuild: Option<(AnnDb, AnnDb, IndexConfig)>) -> Result<()> {
+        let path = self.path().to_path_buf();
+        let config = rebuild.as_ref().map(|r| r.2.clone()).unwrap_or_else(|| self.config().clone());
+        let metric = config.metric;
+        let expected_dim = if matches!(change, Change::Replace(_)) { 0 } else { self.dim() };
+        // Validate and normalise the new vectors once, outside the (retryable) transaction.
+        let added: Vec<&Source> = match &change {
+            Change::Replace(sources) => sources.iter().collect(),
+            Change::Add(source) => vec![*source],
+            Change::Remove(_) => vec![],
+        };
+        let mut dim = expected_dim;
+        let mut prepared: Vec<Vec<f32>> = Vec::with_capacity(added.len());
+        for s in &added {
+            if dim != 0 && s.dim != dim {
+                return Err(Error::IndexDimension { path: path.clone(), what: format!("source `{}`", s.name), expected: dim, received: s.dim });
+            }
+            dim = s.dim;
+            let mut v = s.vectors.clone();
+            if let Err(row) = backend::prepare_rows(&mut v, s.dim, metric) {
+                return Err(Error::InvalidInput(format!("source `{}`: row {row} is all zeros and has no cosine direction", s.name)));
+            }
+            prepared.push(v);
+        }
+        let hashes: Vec<String> = added.iter().map(|s| s.content_sha256()).collect();
+        let total_added: usize = added.iter().map(|s| s.len()).sum();
+        if (self.len() + total_added) as u64 > u32::MAX as u64 {
+            return Err(Error::InvalidInput(format!("{}: more than 2^32 items", path.display())));
+        }
+
+        self.store.write(op, |wtxn, dbs, meta| {
+            let mut sources = read_sources(wtxn, dbs.sources, &path)?;
+            // The vectors that stay, for the approximate backends' rebuild.
+            let mut keep: Vec<IdVector> = match &change {
+                Change::Replace(_) => Vec::new(),
+                _ => backend::all_vectors(wtxn, dbs.ann, &path, meta.dim)?,
+            };
+            if let Change::Replace(_) = &change {
+                if let Some((old, new, _)) = &rebuild {
+                    if !same_db(*old, *new) {
+                        backend::clear_any(wtxn, *old, &path)?;
+                    }
+                }
+                dbs.items.clear(wtxn).at(&path, op)?;
+                dbs.sources.clear(wtxn).at(&path, op)?;
+                dbs.vectors.clear(wtxn).at(&path, op)?;
+                sources.clear();
+                *meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: String::new() };
+            }
+            if let Change::Remove(name) = &change {
+                let pos = sources.iter().position(|s| s.name == *name).expect("checked before the transaction");
+                let gone = sources.remove(pos);
+                for id in gone.ids() {
+                    dbs.items.delete(wtxn, &id).at(&path, op)?;
+                    dbs.vectors.delete(wtxn, &id).at(&path, op)?;
+                }
+                dbs.sources.delete(wtxn, *name).at(&path, op)?;
+                keep.retain(|(id, _)| !gone.ids().contains(id));
+                meta.n_items -= gone.count as u64;
+                if meta.n_items == 0 {
+                    meta.dim = 0;
+                }
+            }
+            for ((s, vectors), hash) in added.iter().zip(&prepared).zip(&hashes) {
+                let first = meta.next_id;
+                for (i, row) in vectors.chunks(s.dim).enumerate() {
+                    let id = first + i as u32;
+                    let rec = ItemRecord { key: s.keys[i].clone(), source: s.name.clone(), label: s.labels[i], text: s.texts[i].clone() };
+                    dbs.items.put(wtxn, &id, &serde_json::to_vec(&rec).expect("record serialises")).at(&path, op)?;
+                    if config.backend == Backend::Exact {
+                        dbs.vectors.put(wtxn, &id, &encode_f32(row)).at(&path, op)?;
+                    } else {
+                        keep.push((id, row.to_vec()));
+                    }
+                }
+                let rec = SourceRecord { name: s.name.clone(), first_id: first, count: s.len() as u32, content_sha256: hash.clone() };
+                dbs.sources.put(wtxn, &s.name, &serde_json::to_vec(&rec).expect("record serialises")).at(&path, op)?;
+                sources.push(rec);
+                meta.next_id += s.len() as u32;
+                meta.n_items += s.len() as u64;
+                meta.dim = s.dim;
+            }
+            backend::rebuild(wtxn, dbs.ann, &path, &config, meta.dim, &keep)?;
+            dbs.neighbours.clear(wtxn).at(&path, op)?;
+            meta.config = config.clone();
+            meta.fingerprint = store::fingerprint(&config, &sources);
+            Ok(())
+        })?;
+        *self.exact.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+}
+
+fn same_db(a: AnnDb, b: AnnDb) -> bool {
+    std::mem::discriminant(&a) == std::mem::discriminant(&b)
+}
+
+pub(crate) fn read_sources(rtxn: &heed::RoTxn<'_>, db: store::NameDb, path: &Path) -> Result<Vec<SourceRecord>> {
+    let mut out = Vec::new();
+    for entry in db.iter(rtxn).at(path, "reading sources")? {
+        let (name, bytes) = entry.at(path, "reading sources")?;
+        let rec: SourceRecord = serde_json::from_slice(bytes).map_err(|e| Error::IndexStore {
+            path: path.to_path_buf(),
+            op: "reading sources".into(),
+            message: format!("source `{name}`: {e}"),
+        })?;
+        out.push(rec);
+    }
+    out.sort_by_key(|s| s.first_id);
+    Ok(out)
+}
+
+fn read_item(rtxn: &heed::RoTxn<'_>, store: &Store, id: ItemId) -> Result<ItemRecord> {
+    let bytes = store.dbs.items.get(rtxn, &id).at(&store.path, "reading items")?.ok_or_else(|| Error::IndexStore {
+        path: store.path.clone(),
+        op: "reading items".into(),
+        message: format!("no item with id {id}"),
+    })?;
+    serde_json::from_slice(bytes).map_err(|e| Error::IndexStore {
+        path: store.path.clone(),
+        op: "reading items".into(),
+        message: format!("item {id}: {e}"),
+    })
+}
+
+fn encode_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn decode_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}

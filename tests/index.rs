@@ -1,0 +1,700 @@
+//! The retrieval index on real LMDB: every backend, dynamic sources, drop_self, the
+//! neighbour cache, crash safety and bad input. Vectors come from the clustered synthetic
+//! generator (small sizes, so the suite stays fast in debug builds).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rac_core::Error;
+use rac_core::index::bench::recall_at;
+use rac_core::index::synthetic::{SyntheticSet, SyntheticSpec, generate};
+use rac_core::index::{
+    Backend, CacheOutcome, Failpoint, FeatureFile, IndexConfig, ItemId, Metric, QueryOptions, QuerySet, RetrievalIndex, Source,
+};
+use rac_tests::rac_bin;
+
+fn small_set(n_base: usize, n_queries: usize, dim: usize, seed: u64) -> SyntheticSet {
+    generate(&SyntheticSpec { n_base, n_queries, dim, clusters: 40, subspace: 12.min(dim), spread: 0.35, noise: 0.02, seed }).unwrap()
+}
+
+fn source(name: &str, vectors: &[f32], dim: usize, label_offset: u32) -> Source {
+    let n = vectors.len() / dim;
+    let labels: Vec<u32> = (0..n as u32).map(|i| label_offset + i % 7).collect();
+    let texts = labels.iter().map(|l| format!("{name} class {l}")).collect();
+    Source::from_vecs(name, vectors.to_vec(), dim, texts, labels).unwrap()
+}
+
+/// Settings for small test sets: arroy's defaults are sized for 100k items, where they
+/// inspect a few per cent of the index; here fewer trees and candidates keep debug runs fast.
+fn config(backend: Backend, metric: Metric) -> IndexConfig {
+    let mut c = IndexConfig::with_backend(backend);
+    c.metric = metric;
+    c.map_size = 64 << 20;
+    c.arroy.n_trees = 8;
+    c.arroy.search_k = 400;
+    c
+}
+
+/// Brute force written out plainly, independent of the library's exact backend.
+fn naive(base: &[f32], queries: &[f32], dim: usize, k: usize, metric: Metric) -> Vec<Vec<(ItemId, f32)>> {
+    let unit = |v: &[f32]| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    queries
+        .chunks(dim)
+        .map(|q| {
+            let q = if metric == Metric::Cosine { unit(q) } else { q.to_vec() };
+            let mut d: Vec<(ItemId, f32)> = base
+                .chunks(dim)
+                .enumerate()
+                .map(|(i, x)| {
+                    let dist = match metric {
+                        Metric::Cosine => 1.0 - unit(x).iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(),
+                        Metric::L2 => x.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt(),
+                    };
+                    (i as ItemId, dist)
+                })
+                .collect();
+            d.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            d.truncate(k);
+            d
+        })
+        .collect()
+}
+
+fn hits(index: &RetrievalIndex, queries: &[f32], dim: usize, k: usize) -> Vec<Vec<(ItemId, f32)>> {
+    index.search_hits(queries, dim, k, false, None).unwrap()
+}
+
+#[test]
+fn every_backend_finds_the_true_neighbours_with_true_distances() {
+    let dim = 32;
+    let set = small_set(1500, 40, dim, 1);
+    for metric in [Metric::Cosine, Metric::L2] {
+        // L2 on unnormalised vectors, so that a missing sqrt or scale would show.
+        let base: Vec<f32> = if metric == Metric::L2 { set.base.iter().enumerate().map(|(i, x)| x * (1.0 + (i % 5) as f32)).collect() } else { set.base.clone() };
+        let truth = naive(&base, &set.queries, dim, 10, metric);
+        for backend in Backend::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = config(backend, metric);
+            cfg.arroy.search_k = 1000;
+            let index = RetrievalIndex::build(dir.path(), &cfg, &[source("a", &base, dim, 0)]).unwrap();
+            let got = hits(&index, &set.queries, dim, 10);
+            let recall = recall_at(&got, &truth, 10);
+            let floor = if backend == Backend::Exact { 1.0 } else { 0.9 };
+            assert!(recall >= floor, "{backend} {metric}: recall@10 {recall}");
+            // Every returned distance is the true distance of that item.
+            for (g, q) in got.iter().zip(set.queries.chunks(dim)) {
+                let all = naive(&base, q, dim, base.len() / dim, metric);
+                for &(id, d) in g {
+                    let true_d = all[0].iter().find(|x| x.0 == id).unwrap().1;
+                    assert!((d - true_d).abs() < 1e-3, "{backend} {metric}: item {id} distance {d}, true {true_d}");
+                }
+                assert!(g.windows(2).all(|w| w[0].1 <= w[1].1 + 1e-6), "{backend}: not sorted");
+            }
+            if backend == Backend::Exact {
+                let ids: Vec<Vec<ItemId>> = got.iter().map(|h| h.iter().map(|x| x.0).collect()).collect();
+                let want: Vec<Vec<ItemId>> = truth.iter().map(|h| h.iter().map(|x| x.0).collect()).collect();
+                assert_eq!(ids, want, "exact {metric}");
+            }
+        }
+    }
+}
+
+#[test]
+fn query_returns_texts_and_labels_in_order() {
+    let dim = 16;
+    let set = small_set(300, 5, dim, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let index = RetrievalIndex::build(dir.path(), &config(Backend::Exact, Metric::Cosine), &[source("a", &set.base, dim, 0)]).unwrap();
+    let q = candle_core::Tensor::from_slice(&set.queries, (5, dim), &candle_core::Device::Cpu).unwrap();
+    let res = index.query(&q, &QueryOptions::k(8)).unwrap();
+    assert_eq!(res.len(), 5);
+    for r in &res {
+        assert_eq!(r.ids.len(), 8);
+        let items = index.items(&r.ids).unwrap();
+        for (i, rec) in items.iter().enumerate() {
+            assert_eq!(rec.label, r.labels[i]);
+            assert_eq!(rec.text, r.texts[i]);
+            assert_eq!(rec.source, "a");
+            assert_eq!(rec.key, format!("a/{}", r.ids[i]));
+            assert_eq!(r.texts[i], format!("a class {}", r.labels[i]));
+        }
+    }
+}
+
+#[test]
+fn dynamic_sources_add_then_remove_gives_back_the_original_results() {
+    let dim = 24;
+    let a = small_set(800, 30, dim, 3);
+    // B: near-copies of the queries, so B's items must show up among their neighbours.
+    let b: Vec<f32> = a.queries.iter().enumerate().map(|(i, x)| x + 0.001 * ((i % 3) as f32 - 1.0)).collect();
+    for backend in Backend::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = RetrievalIndex::build(dir.path(), &config(backend, Metric::Cosine), &[source("a", &a.base, dim, 0)]).unwrap();
+        let fp_a = index.fingerprint().to_string();
+        let before = index.query_vecs(&a.queries, dim, &QueryOptions::k(10)).unwrap();
+
+        index.add_source(&source("b", &b, dim, 100)).unwrap();
+        assert_ne!(index.fingerprint(), fp_a);
+        let b_ids = index.source_ids("b").unwrap();
+        let with_b = index.query_vecs(&a.queries, dim, &QueryOptions::k(10)).unwrap();
+        for (i, n) in with_b.iter().enumerate() {
+            assert_eq!(n.ids[0], b_ids.start + i as u32, "{backend}: query {i}'s own copy in B is its nearest neighbour");
+            assert!(n.texts[0].starts_with("b class"));
+        }
+
+        index.remove_source("b").unwrap();
+        assert_eq!(index.fingerprint(), fp_a, "{backend}: removing B restores A's fingerprint");
+        let after = index.query_vecs(&a.queries, dim, &QueryOptions::k(10)).unwrap();
+        assert_eq!(after, before, "{backend}: results after removing B");
+        // And they hold across a reopen.
+        drop(index);
+        let index = RetrievalIndex::open(dir.path()).unwrap();
+        assert_eq!(index.query_vecs(&a.queries, dim, &QueryOptions::k(10)).unwrap(), before, "{backend}: after reopening");
+        assert_eq!(index.stats().unwrap().sources.len(), 1);
+    }
+}
+
+#[test]
+fn drop_self_removes_each_training_item_from_its_own_list() {
+    let dim = 16;
+    let set = small_set(600, 1, dim, 4);
+    for backend in Backend::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let index = RetrievalIndex::build(dir.path(), &config(backend, Metric::Cosine), &[source("train", &set.base, dim, 0)]).unwrap();
+        let ids: Vec<ItemId> = index.source_ids("train").unwrap().collect();
+        let kept = index.query_items(&ids, &QueryOptions::k(6)).unwrap();
+        let dropped = index.query_items(&ids, &QueryOptions::k(5).drop_self(true)).unwrap();
+        let mut self_first = 0;
+        for ((id, k), d) in ids.iter().zip(&kept).zip(&dropped) {
+            assert_eq!(d.ids.len(), 5);
+            assert!(!d.ids.contains(id), "{backend}: item {id} is in its own list");
+            self_first += usize::from(k.ids[0] == *id);
+            let expected: Vec<ItemId> = k.ids.iter().copied().filter(|x| x != id).take(5).collect();
+            assert_eq!(d.ids, expected, "{backend}: item {id}");
+        }
+        // Without drop_self, an item is its own nearest neighbour (distance 0).
+        assert!(self_first as f64 >= 0.99 * ids.len() as f64, "{backend}: only {self_first} items first in their own list");
+        // By vector, drop_self drops the first hit: the item itself.
+        let v = index.vectors(&ids[..3]).unwrap();
+        let by_vec = index.query_vecs(&v, dim, &QueryOptions::k(5).drop_self(true)).unwrap();
+        for (i, n) in by_vec.iter().enumerate() {
+            assert!(!n.ids.contains(&ids[i]), "{backend}: by vector");
+        }
+    }
+}
+
+#[test]
+fn neighbour_cache_equals_fresh_search_for_every_k_and_is_invalidated_by_source_changes() {
+    let dim = 16;
+    let set = small_set(400, 30, dim, 5);
+    let k_max = 12;
+    for backend in Backend::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = RetrievalIndex::build(dir.path(), &config(backend, Metric::Cosine), &[source("train", &set.base, dim, 0)]).unwrap();
+        let test = QuerySet::Features { name: "test", vectors: &set.queries, dim };
+        let train = QuerySet::Source("train");
+        let (_, o1) = index.neighbour_cache().lists(&test, k_max, k_max, false).unwrap();
+        let (_, o2) = index.neighbour_cache().lists(&train, 3, k_max, true).unwrap();
+        assert_eq!((o1, o2), (CacheOutcome::Computed, CacheOutcome::Computed));
+        let ids: Vec<ItemId> = index.source_ids("train").unwrap().collect();
+        for k in 1..=k_max {
+            let (cached, outcome) = index.neighbour_cache().lists(&test, k, k_max, false).unwrap();
+            assert_eq!(outcome, CacheOutcome::Hit, "{backend} k={k}");
+            assert_eq!(cached.hits(), index.search_hits(&set.queries, dim, k, false, None).unwrap(), "{backend} test k={k}");
+            let (cached, outcome) = index.neighbour_cache().lists(&train, k, k_max, true).unwrap();
+            assert_eq!(outcome, CacheOutcome::Hit);
+            assert_eq!(cached.hits(), index.item_hits(&ids, k, true).unwrap(), "{backend} train k={k}");
+        }
+        // Survives a reopen.
+        drop(index);
+        let mut index = RetrievalIndex::open(dir.path()).unwrap();
+        assert_eq!(index.neighbour_cache().entries().unwrap().len(), 2);
+        assert!(index.neighbour_cache().get(&test, 5, false).unwrap().is_some());
+        // Other queries under the same name are not served from the cache.
+        let other = &set.queries[dim..];
+        let renamed = QuerySet::Features { name: "test", vectors: other, dim };
+        assert!(index.neighbour_cache().get(&renamed, 5, false).unwrap().is_none());
+        // drop_self asked differently is not served either.
+        assert!(index.neighbour_cache().get(&train, 5, false).unwrap().is_none());
+        // Adding a source invalidates every entry, and the next lists see the new items.
+        let near: Vec<f32> = set.queries.iter().map(|x| x * 1.0001).collect();
+        index.add_source(&source("extra", &near, dim, 50)).unwrap();
+        assert!(index.neighbour_cache().entries().unwrap().is_empty());
+        assert!(index.neighbour_cache().get(&test, 5, false).unwrap().is_none());
+        let (lists, outcome) = index.neighbour_cache().lists(&test, 5, k_max, false).unwrap();
+        assert_eq!(outcome, CacheOutcome::Computed);
+        let extra = index.source_ids("extra").unwrap();
+        assert!(extra.contains(&lists.row(0).0[0]), "{backend}: the new source's items are found");
+        // Removing it invalidates again.
+        index.remove_source("extra").unwrap();
+        assert!(index.neighbour_cache().get(&test, 5, false).unwrap().is_none());
+        // k outside 1..=k_max is refused.
+        assert!(matches!(index.neighbour_cache().lists(&test, 0, k_max, false), Err(Error::IndexK { .. })));
+        assert!(matches!(index.neighbour_cache().lists(&test, k_max + 1, k_max, false), Err(Error::IndexK { .. })));
+    }
+}
+
+#[test]
+fn recall_on_the_clustered_synthetic_set() {
+    // A reduced version of the acceptance set (the full 100k x 768 runs in `rac index bench`).
+    let spec = SyntheticSpec { n_base: 5000, n_queries: 100, dim: 96, clusters: 100, subspace: 32, spread: 0.35, noise: 0.02, seed: 11 };
+    let set = generate(&spec).unwrap();
+    let dim = spec.dim;
+    let mut truth = None;
+    for backend in Backend::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(backend, Metric::Cosine);
+        // arroy inspects at most a fifth of the items per query, as at full scale.
+        cfg.arroy.n_trees = 24;
+        cfg.arroy.search_k = 1000;
+        let index = RetrievalIndex::build(dir.path(), &cfg, &[source("s", &set.base, dim, 0)]).unwrap();
+        let got = hits(&index, &set.queries, dim, 30);
+        let truth = truth.get_or_insert_with(|| got.clone());
+        let r30 = recall_at(&got, truth, 30);
+        let floor = match backend {
+            Backend::Exact => 1.0,
+            Backend::Hnsw => 0.99,
+            Backend::Arroy => 0.95,
+        };
+        assert!(r30 >= floor, "{backend}: recall@30 {r30} < {floor}");
+    }
+}
+
+fn assert_unchanged(dir: &Path, queries: &[f32], dim: usize, before: &[rac_core::index::Neighbours], items: usize) {
+    let index = RetrievalIndex::open(dir).unwrap();
+    assert_eq!(index.len(), items);
+    assert_eq!(index.query_vecs(queries, dim, &QueryOptions::k(5)).unwrap(), before);
+}
+
+#[test]
+fn an_injected_failure_before_commit_leaves_the_index_as_it_was() {
+    let dim = 16;
+    let set = small_set(400, 10, dim, 6);
+    for backend in Backend::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(backend, Metric::Cosine);
+        let mut index = RetrievalIndex::build(dir.path(), &cfg, &[source("a", &set.base, dim, 0)]).unwrap();
+        let before = index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+        index.set_failpoint(Some(Failpoint::BeforeCommit));
+        let err = index.add_source(&source("b", &set.queries, dim, 9)).unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert!(index.remove_source("a").is_err());
+        // The handle itself still answers as before.
+        assert_eq!(index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap(), before);
+        drop(index);
+        assert_unchanged(dir.path(), &set.queries, dim, &before, 400);
+        // A whole rebuild that fails is not visible either.
+        let other = small_set(300, 1, dim, 60);
+        let r = RetrievalIndex::build_with(dir.path(), &cfg, &[source("z", &other.base, dim, 0)], Some(Failpoint::BeforeCommit));
+        assert!(r.is_err());
+        assert_unchanged(dir.path(), &set.queries, dim, &before, 400);
+    }
+}
+
+fn write_features(path: &Path, vectors: &[f32], dim: usize) {
+    let n = vectors.len() / dim;
+    FeatureFile {
+        vectors: vectors.to_vec(),
+        dim,
+        labels: (0..n as u32).map(|i| i % 3).collect(),
+        class_texts: Some(vec!["zero".into(), "one".into(), "two".into()]),
+        keys: None,
+    }
+    .write(path)
+    .unwrap();
+}
+
+fn wait_for(marker: &Path, child: &mut std::process::Child) {
+    let start = Instant::now();
+    while !marker.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("rac exited early: {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "the build never reached its commit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn killing_a_build_mid_way_leaves_the_previous_index_openable_with_the_same_results() {
+    let dim = 16;
+    let set = small_set(500, 10, dim, 7);
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a.safetensors");
+    let b = work.path().join("b.safetensors");
+    write_features(&a, &set.base, dim);
+    write_features(&b, &small_set(900, 1, dim, 70).base, dim);
+    for backend in ["hnsw", "arroy", "exact"] {
+        let dir = work.path().join(format!("index-{backend}"));
+        let out = Command::new(rac_bin())
+            .args(["index", "build", dir.to_str().unwrap(), "--features", a.to_str().unwrap(), "--backend", backend])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let before = RetrievalIndex::open(&dir).unwrap().query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+
+        // Rebuild from B and add-source B, each killed (SIGKILL) after all its work, before commit.
+        let b_str = b.to_str().unwrap();
+        let d_str = dir.to_str().unwrap();
+        let runs: [&[&str]; 2] =
+            [&["index", "build", d_str, "--features", b_str, "--backend", backend], &["index", "add-source", d_str, "extra", "--features", b_str]];
+        for (i, args) in runs.iter().enumerate() {
+            let marker = work.path().join(format!("ready-{backend}-{i}"));
+            let mut child = Command::new(rac_bin())
+                .args(*args)
+                .env("RAC_INDEX_FAILPOINT", format!("hang-before-commit={}", marker.display()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            wait_for(&marker, &mut child);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert_unchanged(&dir, &set.queries, dim, &before, 500);
+        }
+    }
+    // A first build that is killed leaves nothing that opens as an index.
+    let fresh = work.path().join("fresh");
+    let marker = work.path().join("ready-fresh");
+    let mut child = Command::new(rac_bin())
+        .args(["index", "build", fresh.to_str().unwrap(), "--features", a.to_str().unwrap()])
+        .env("RAC_INDEX_FAILPOINT", format!("hang-before-commit={}", marker.display()))
+        .spawn()
+        .unwrap();
+    wait_for(&marker, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    match RetrievalIndex::open(&fresh) {
+        Err(Error::NotAnIndex { reason, .. }) => assert!(reason.contains("interrupted"), "{reason}"),
+        other => panic!("expected NotAnIndex, got {:?}", other.map(|_| ())),
+    }
+    // ... and a later build there succeeds.
+    let index = RetrievalIndex::build(&fresh, &IndexConfig::default(), &[source("a", &set.base, dim, 0)]).unwrap();
+    assert_eq!(index.len(), 500);
+}
+
+// ---- bad input: each refused with a clear error, the index left as it was ----------------
+
+fn built(dir: &Path, dim: usize) -> (RetrievalIndex, SyntheticSet, Vec<rac_core::index::Neighbours>) {
+    let set = small_set(200, 4, dim, 8);
+    let index = RetrievalIndex::build(dir, &config(Backend::Hnsw, Metric::Cosine), &[source("a", &set.base, dim, 0)]).unwrap();
+    let before = index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+    (index, set, before)
+}
+
+#[test]
+fn wrong_dimension_is_refused_for_sources_and_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut index, set, before) = built(dir.path(), 16);
+    let err = index.add_source(&source("b", &set.base[..17 * 10], 17, 0)).unwrap_err();
+    assert!(matches!(err, Error::IndexDimension { expected: 16, received: 17, .. }), "{err}");
+    assert!(err.to_string().contains("source `b`"), "{err}");
+    let err = index.query_vecs(&set.base[..8 * 3], 8, &QueryOptions::k(5)).unwrap_err();
+    assert!(matches!(err, Error::IndexDimension { expected: 16, received: 8, .. }), "{err}");
+    let t = candle_core::Tensor::zeros((2, 9), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    assert!(matches!(index.query(&t, &QueryOptions::k(3)), Err(Error::IndexDimension { .. })));
+    // Sources of mixed dimension in one build are refused too.
+    let other = tempfile::tempdir().unwrap();
+    let err = RetrievalIndex::build(other.path(), &IndexConfig::default(), &[source("x", &set.base, 16, 0), source("y", &set.base[..40], 8, 0)]);
+    assert!(matches!(err, Err(Error::IndexDimension { .. })));
+    drop(index);
+    assert_unchanged(dir.path(), &set.queries, 16, &before, 200);
+}
+
+#[test]
+fn empty_index_and_bad_k_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = RetrievalIndex::create(dir.path(), &config(Backend::Exact, Metric::Cosine)).unwrap();
+    let err = empty.query_vecs(&[1.0; 8], 8, &QueryOptions::k(1)).unwrap_err();
+    assert!(matches!(err, Error::IndexEmpty { .. }), "{err}");
+    assert!(err.to_string().contains("add a source"), "{err}");
+    drop(empty);
+    // Still an (empty) index after reopening.
+    assert_eq!(RetrievalIndex::open(dir.path()).unwrap().stats().unwrap().items, 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (index, set, before) = built(dir.path(), 16);
+    let q = &set.queries[..16];
+    for (k, drop_self) in [(0, false), (201, false), (200, true)] {
+        let err = index.query_vecs(q, 16, &QueryOptions { k, drop_self }).unwrap_err();
+        assert!(matches!(err, Error::IndexK { .. }), "k={k}: {err}");
+    }
+    assert_eq!(index.query_vecs(q, 16, &QueryOptions::k(200)).unwrap()[0].ids.len(), 200);
+    let err = index.query_vecs(&[0.0; 16], 16, &QueryOptions::k(3)).unwrap_err();
+    assert!(err.to_string().contains("all zeros"), "{err}");
+    drop(index);
+    assert_unchanged(dir.path(), &set.queries, 16, &before, 200);
+}
+
+#[test]
+fn unknown_and_duplicate_sources_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut index, set, before) = built(dir.path(), 16);
+    let err = index.remove_source("nope").unwrap_err();
+    assert!(matches!(&err, Error::UnknownSource { name, known, .. } if name == "nope" && known == "a"), "{err}");
+    let err = index.add_source(&source("a", &set.queries, 16, 0)).unwrap_err();
+    assert!(matches!(&err, Error::SourceExists { name, .. } if name == "a"), "{err}");
+    let other = tempfile::tempdir().unwrap();
+    let twice = RetrievalIndex::build(other.path(), &IndexConfig::default(), &[source("x", &set.base, 16, 0), source("x", &set.base, 16, 0)]);
+    assert!(matches!(twice, Err(Error::SourceExists { .. })));
+    assert!(Source::from_vecs("s", vec![1.0; 10], 4, vec![], vec![]).is_err());
+    assert!(Source::from_vecs("s", vec![f32::NAN; 4], 4, vec!["t".into()], vec![0]).is_err());
+    drop(index);
+    assert_unchanged(dir.path(), &set.queries, 16, &before, 200);
+}
+
+#[test]
+fn folders_that_are_not_indexes_or_of_another_version_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    assert!(matches!(RetrievalIndex::open(&missing), Err(Error::NotAnIndex { .. })));
+    assert!(!missing.exists(), "opening must not create the folder");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = RetrievalIndex::open(&empty).err().unwrap();
+    assert!(err.to_string().contains("no data.mdb"), "{err}");
+    let junk = tmp.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("data.mdb"), vec![7u8; 8192]).unwrap();
+    assert!(matches!(RetrievalIndex::open(&junk), Err(Error::NotAnIndex { .. })));
+    // A folder with other files is not overwritten by a build.
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    let set = small_set(50, 1, 8, 9);
+    assert!(matches!(RetrievalIndex::build(&busy, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]), Err(Error::NotAnIndex { .. })));
+    assert_eq!(std::fs::read_to_string(busy.join("notes.txt")).unwrap(), "mine");
+
+    // Another program's LMDB environment (no `meta` database).
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    {
+        let env = unsafe { heed::EnvOpenOptions::new().max_dbs(2).open(&foreign).unwrap() };
+        let wtxn = env.write_txn().unwrap();
+        let db: heed::Database<heed::types::Str, heed::types::Str> = env
+            .create_databases_and_commit(wtxn, |dbo, w| -> heed::Result<_> {
+                dbo.create_database(w, Some("stuff")).map(heed::CommitOrAbort::<_, ()>::Commit)
+            })
+            .unwrap()
+            .unwrap_commit();
+        let mut wtxn = env.write_txn().unwrap();
+        db.put(&mut wtxn, "k", "v").unwrap();
+        wtxn.commit().unwrap();
+    }
+    let err = RetrievalIndex::open(&foreign).err().unwrap();
+    assert!(matches!(err, Error::NotAnIndex { .. }), "{err}");
+
+    // An index whose stored format version is not ours.
+    let old = tmp.path().join("old");
+    drop(RetrievalIndex::build(&old, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]).unwrap());
+    {
+        let env = unsafe { heed::EnvOpenOptions::new().max_dbs(12).open(&old).unwrap() };
+        let rtxn = env.read_txn().unwrap();
+        let meta: heed::Database<heed::types::Str, heed::types::Bytes> = env
+            .open_databases_and_commit(rtxn, |dbo, r| -> heed::Result<_> {
+                Ok(heed::CommitOrAbort::<_, ()>::Commit(dbo.open_database(r, Some("meta"))?.unwrap()))
+            })
+            .unwrap()
+            .unwrap_commit();
+        let mut wtxn = env.write_txn().unwrap();
+        meta.put(&mut wtxn, "format_version", &99u32.to_le_bytes()).unwrap();
+        wtxn.commit().unwrap();
+    }
+    let err = RetrievalIndex::open(&old).err().unwrap();
+    assert!(matches!(err, Error::IndexVersion { found: 99, expected: rac_core::index::FORMAT_VERSION, .. }), "{err}");
+    assert!(err.to_string().contains("rebuild"), "{err}");
+}
+
+#[test]
+fn a_full_lmdb_map_grows_or_is_reported_with_the_index_unchanged() {
+    let dim = 64;
+    let set = small_set(300, 4, dim, 10);
+    let big = small_set(6000, 1, dim, 11);
+    for backend in [Backend::Exact, Backend::Hnsw] {
+        // Grows: a 1 MiB map with room to double.
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(backend, Metric::Cosine);
+        cfg.map_size = 1 << 20;
+        cfg.max_map_size = 64 << 20;
+        let mut index = RetrievalIndex::build(dir.path(), &cfg, &[source("a", &set.base, dim, 0)]).unwrap();
+        index.add_source(&source("big", &big.base, dim, 0)).unwrap();
+        let stats = index.stats().unwrap();
+        assert_eq!(stats.items, 6300);
+        assert!(stats.map_size > 1 << 20, "{backend}: the map grew ({} bytes)", stats.map_size);
+        drop(index);
+        assert_eq!(RetrievalIndex::open(dir.path()).unwrap().len(), 6300);
+
+        // May not grow: reported, nothing kept.
+        let dir = tempfile::tempdir().unwrap();
+        cfg.max_map_size = 1 << 20;
+        let mut index = RetrievalIndex::build(dir.path(), &cfg, &[source("a", &set.base, dim, 0)]).unwrap();
+        let before = index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+        let err = index.add_source(&source("big", &big.base, dim, 0)).unwrap_err();
+        assert!(matches!(err, Error::IndexMapFull { limit, .. } if limit == 1 << 20), "{backend}: {err}");
+        assert!(err.to_string().contains("max_map_size"), "{err}");
+        assert_eq!(index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap(), before);
+        drop(index);
+        assert_unchanged(dir.path(), &set.queries, dim, &before, 300);
+    }
+}
+
+#[test]
+fn bad_config_values_name_their_field() {
+    let mut c = IndexConfig::default();
+    c.hnsw.ef_construction = 4;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("hnsw.ef_construction"), "{err}");
+    let mut c = IndexConfig::default();
+    c.arroy.n_trees = 0;
+    assert!(c.validate().unwrap_err().to_string().contains("arroy.n_trees"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = IndexConfig::default();
+    c.max_map_size = 1;
+    assert!(RetrievalIndex::create(dir.path(), &c).is_err());
+}
+
+// ---- retrieval-only classification, file formats, the CLI -------------------------------
+
+#[test]
+fn vote_rules_follow_the_paper_and_dino() {
+    use rac_core::index::knn_eval::{DINO_TEMPERATURE, vote};
+    use rac_core::index::VoteRule::*;
+    let labels = [3, 1, 1, 2, 2, 2];
+    let d = [0.01, 0.02, 0.03, 0.5, 0.6, 0.7];
+    assert_eq!(vote(&labels, &d, 6, Nearest, Metric::Cosine), Some(3));
+    assert_eq!(vote(&labels, &d, 6, Majority, Metric::Cosine), Some(2));
+    // Weighted: the two close 1s outweigh three far 2s at T = 0.07.
+    assert_eq!(vote(&labels, &d, 6, Weighted { temperature: DINO_TEMPERATURE }, Metric::Cosine), Some(1));
+    // With a hot temperature the count wins again.
+    assert_eq!(vote(&labels, &d, 6, Weighted { temperature: 100.0 }, Metric::Cosine), Some(2));
+    // Ties in the majority go to the label seen first; only the first k count.
+    assert_eq!(vote(&[5, 4, 4, 5], &[0.0; 4], 4, Majority, Metric::Cosine), Some(5));
+    assert_eq!(vote(&labels, &d, 3, Majority, Metric::Cosine), Some(1));
+    assert_eq!(vote(&labels, &d, 0, Majority, Metric::Cosine), None);
+}
+
+#[test]
+fn retrieval_only_table_reports_balanced_accuracy_per_shot_bucket() {
+    use rac_core::index::Neighbours;
+    // Classes 0 (many: 150 train), 1 (medium: 50), 2 (few: 5). Two test items each.
+    let n = |labels: &[u32]| Neighbours {
+        ids: (0..labels.len() as u32).collect(),
+        distances: (0..labels.len()).map(|i| i as f32 * 0.1).collect(),
+        labels: labels.to_vec(),
+        texts: labels.iter().map(|l| l.to_string()).collect(),
+    };
+    let neighbours = vec![n(&[0, 0, 0]), n(&[1, 0, 0]), n(&[1, 1, 0]), n(&[0, 1, 1]), n(&[2, 0, 0]), n(&[0, 2, 2])];
+    let truth = [0, 0, 1, 1, 2, 2];
+    let df = rac_core::index::retrieval_only_table(&neighbours, &truth, &[150, 50, 5], 3, Metric::Cosine).unwrap();
+    assert_eq!(df.height(), 3);
+    let col = |name: &str| {
+        let ca = df.column(name).unwrap().f64().unwrap().clone();
+        (0..3).map(|i| ca.get(i)).collect::<Vec<_>>()
+    };
+    // 1-NN: class 0 1/2, class 1 1/2, class 2 1/2.
+    // majority@3: class 0 2/2, class 1 2/2, class 2 1/2.
+    assert_eq!(col("all"), vec![Some(50.0), Some(100.0 * (1.0 + 1.0 + 0.5) / 3.0), col("all")[2]]);
+    assert_eq!(col("many"), vec![Some(50.0), Some(100.0), col("many")[2]]);
+    assert_eq!(col("few"), vec![Some(50.0), Some(50.0), col("few")[2]]);
+    let methods: Vec<String> = (0..3).map(|i| df.column("method").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
+    assert_eq!(methods, ["1-NN", "majority", "weighted"]);
+    // Mismatched inputs are refused.
+    assert!(rac_core::index::retrieval_only_table(&neighbours, &truth[..2], &[1, 1, 1], 3, Metric::Cosine).is_err());
+    assert!(rac_core::index::retrieval_only_table(&neighbours, &truth, &[150, 50, 5], 4, Metric::Cosine).is_err());
+}
+
+#[test]
+fn npy_and_feature_files_round_trip_and_name_their_errors() {
+    use rac_core::index::npy;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.npy");
+    let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+    npy::write_f32(&p, &data, &[3, 4]).unwrap();
+    assert_eq!(npy::read_f32(&p).unwrap(), (data.clone(), vec![3, 4]));
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(bytes.len() % 16, 0, "header padded to 64, data 48 bytes");
+    std::fs::write(&p, &bytes[..bytes.len() - 4]).unwrap();
+    let err = npy::read_f32(&p).unwrap_err().to_string();
+    assert!(err.contains("x.npy") && err.contains("data bytes"), "{err}");
+
+    let f = dir.path().join("f.safetensors");
+    write_features(&f, &data, 4);
+    let ff = FeatureFile::read(&f).unwrap();
+    assert_eq!((ff.dim, ff.len(), ff.labels.clone()), (4, 3, vec![0, 1, 2]));
+    assert_eq!(ff.texts(), ["zero", "one", "two"]);
+    let src = ff.to_source("train").unwrap();
+    assert_eq!(src.len(), 3);
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not safetensors").unwrap();
+    let err = FeatureFile::read(&bad).unwrap_err().to_string();
+    assert!(err.contains("bad.safetensors"), "{err}");
+    let missing = FeatureFile::read(&dir.path().join("none.safetensors")).unwrap_err().to_string();
+    assert!(missing.contains("none.safetensors"), "{missing}");
+}
+
+fn rac_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(rac_bin()).args(args).current_dir(dir).output().unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_index_commands_work_end_to_end() {
+    let dim = 16;
+    let set = small_set(300, 20, dim, 12);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    write_features(&w.join("train.safetensors"), &set.base, dim);
+    write_features(&w.join("test.safetensors"), &set.queries, dim);
+    write_features(&w.join("extra.safetensors"), &set.queries, dim);
+    ok(rac_in(w, &["index", "build", "idx", "--features", "train.safetensors", "--backend", "exact"]));
+    ok(rac_in(w, &["index", "add-source", "idx", "extra", "--features", "extra.safetensors"]));
+    let stats: serde_json::Value = serde_json::from_str(&ok(rac_in(w, &["index", "stats", "idx", "--json"]))).unwrap();
+    assert_eq!(stats["items"], 320);
+    assert_eq!(stats["backend"], "exact");
+    assert_eq!(stats["sources"][1]["name"], "extra");
+    assert!(stats["size_on_disk"].as_u64().unwrap() > 0);
+    let q: serde_json::Value =
+        serde_json::from_str(&ok(rac_in(w, &["index", "query", "idx", "--features", "test.safetensors", "--rows", "2", "--k", "3", "--json"]))).unwrap();
+    assert_eq!(q.as_array().unwrap().len(), 2);
+    assert_eq!(q[0]["ids"][0], 300, "test row 0 finds its copy in `extra`");
+    assert_eq!(q[0]["texts"][0], "zero");
+    ok(rac_in(w, &["index", "remove-source", "idx", "extra"]));
+    let text = ok(rac_in(w, &["index", "stats", "idx"]));
+    assert!(text.contains("items           300"), "{text}");
+    // Errors are reported, not panics.
+    let out = rac_in(w, &["index", "remove-source", "idx", "extra"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no source named `extra`"));
+    let out = rac_in(w, &["index", "stats", "nowhere"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a retrieval index"));
+
+    // The retrieval-only table.
+    let table = ok(rac_in(w, &["index", "knn-eval", "--train", "train.safetensors", "--test", "test.safetensors", "--k", "5", "--backend", "exact"]));
+    for word in ["1-NN", "majority", "weighted", "many", "medium", "few"] {
+        assert!(table.contains(word), "{table}");
+    }
+
+    // The benchmark, as JSON, on a small synthetic set exported as .npy.
+    ok(rac_in(w, &["index", "synth", "--out", "synth", "--n", "400", "--queries", "20", "--dim", "16", "--clusters", "10", "--subspace", "8"]));
+    let out = ok(rac_in(w, &["index", "bench", "--npy", "synth", "--json", "--n-trees", "4", "--search-k", "200", "--single-queries", "5"]));
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        for key in ["backend", "recall_at_1", "recall_at_10", "recall_at_30", "build_s", "query_ms_p50", "query_ms_p99", "batched_qps"] {
+            assert!(!r[key].is_null(), "{key} missing in {r}");
+        }
+    }
+    assert_eq!(rows[0]["backend"], "exact");
+    assert_eq!(rows[0]["recall_at_30"], 1.0);
+    let out = rac_in(w, &["index", "bench"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs vectors"));
+}
