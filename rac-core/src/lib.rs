@@ -13,6 +13,7 @@
 //! | [`model`] | the fusion of the two branches and the long-tail losses |
 //! | [`train`] | the training recipe: schedule, clipping |
 //! | [`eval`] | balanced top-1/top-5 and per-bucket accuracy, as polars tables |
+//! | [`experiment`] | experiments as values, run records on disk, sweeps |
 //!
 //! Errors are [`Error`]; every one caused by user input names the file, line or field.
 
@@ -23,6 +24,7 @@ pub mod data;
 pub mod encoders;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod features;
 pub mod fsio;
 pub mod index;

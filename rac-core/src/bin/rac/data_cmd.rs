@@ -41,7 +41,7 @@ impl PathArgs {
 }
 
 /// The embedded default data set, so that `rac demo` runs from anywhere.
-const DEFAULT_MANIFEST: &str = include_str!("../../../../data-manifests/fashion-mnist-lt.toml");
+pub const DEFAULT_MANIFEST: &str = include_str!("../../../../data-manifests/fashion-mnist-lt.toml");
 
 /// Load the embedded Fashion-MNIST-LT.
 pub fn embedded_default(cache: &AssetCache) -> Result<Dataset> {

@@ -6,7 +6,9 @@ mod assets_cmd;
 mod data_cmd;
 mod encode_cmd;
 mod index_cmd;
+mod run_cmd;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -34,16 +36,35 @@ enum Command {
     /// Build, change, query and benchmark retrieval indexes.
     #[command(subcommand)]
     Index(index_cmd::IndexCmd),
-    /// The main job: fetch the assets, then run the pipeline on the embedded default data.
-    Demo(DemoArgs),
-}
-
-/// Arguments of `rac demo`.
-#[derive(clap::Args)]
-struct DemoArgs {
-    /// Print machine-readable JSON.
-    #[arg(long)]
-    json: bool,
+    /// Run an experiment (TOML) and print its table; a complete record is reused.
+    Run {
+        /// The experiment file.
+        experiment: PathBuf,
+        #[command(flatten)]
+        args: run_cmd::RunArgs,
+    },
+    /// Run a grid over dotted keys (`--set retrieval.k=1,5,10`) and print one table.
+    Sweep {
+        /// The base experiment file.
+        experiment: PathBuf,
+        /// `key=v1,v2,...`; repeat for a grid over several keys.
+        #[arg(long = "set", required = true)]
+        sets: Vec<String>,
+        #[command(flatten)]
+        args: run_cmd::RunArgs,
+    },
+    /// List the saved run records.
+    Runs {
+        /// The runs folder.
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The main job: fetch the assets, then run CE, BalCE, LACE, retrieval-only and RAC on
+    /// the embedded Fashion-MNIST-LT and print the paper's Table-3 view.
+    Demo(run_cmd::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,14 +84,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => data_cmd::run(cmd, &cache),
         Command::Encode(cmd) => encode_cmd::run(cmd, &cache),
         Command::Index(cmd) => index_cmd::run(cmd),
-        Command::Demo(args) => demo(args, &cache),
+        Command::Run { experiment, args } => run_cmd::run(&experiment, &args),
+        Command::Sweep { experiment, sets, args } => run_cmd::sweep(&experiment, &sets, &args),
+        Command::Runs { runs_dir, json } => run_cmd::runs(&runs_dir, json),
+        Command::Demo(args) => {
+            rac_core::assets::fetch(&cache, &[], &mut |line| eprintln!("{line}"))?;
+            if !args.json {
+                data_cmd::print_stats(&data_cmd::embedded_default(&cache)?, false)?;
+                println!();
+            }
+            run_cmd::demo(&args)
+        }
     }
-}
-
-/// The main job. For now: fetch every asset, then print the long-tail statistics of the
-/// embedded default data set; later stages join as they land.
-fn demo(args: DemoArgs, cache: &AssetCache) -> Result<()> {
-    rac_core::assets::fetch(cache, &[], &mut |line| eprintln!("{line}"))?;
-    let ds = data_cmd::embedded_default(cache)?;
-    data_cmd::print_stats(&ds, args.json)
 }

@@ -1,0 +1,264 @@
+//! `Experiment`: one RAC experiment as a value (serde; TOML on disk).
+//!
+//! Every section has defaults: the paper's settings where they fit our data, and the
+//! choices DESIGN.md documents where they do not (a linear head on frozen features on
+//! the CPU trains with a larger learning rate than a fine-tuned ViT). Unknown keys are
+//! rejected with the key named, and values are validated once, at load time.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsio;
+use crate::index::IndexConfig;
+use crate::model::{LossConfig, ModelConfig};
+use crate::train::{OptimConfig, TrainConfig};
+
+/// Which data set, and how much of its training split is held out for tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// The data manifest; a relative path starts at the experiment file's folder, then at
+    /// the working folder.
+    #[serde(default = "default_manifest")]
+    pub manifest: PathBuf,
+    /// Evaluate on a validation split held out from the training data (`val_per_class`
+    /// images of each class with enough of them) instead of the test split. Use it for any
+    /// tuning; the test split is for the final numbers only.
+    #[serde(default)]
+    pub val_per_class: usize,
+}
+
+fn default_manifest() -> PathBuf {
+    PathBuf::from("data-manifests/fashion-mnist-lt.toml")
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection { manifest: default_manifest(), val_per_class: 0 }
+    }
+}
+
+/// The frozen image encoder E (and the base branch's features).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderSection {
+    /// An image-encoder spec: `efficientnet-lite0`, `vit:<folder>`, `clip-vision:<folder>`.
+    #[serde(default = "default_image_encoder")]
+    pub image: String,
+}
+
+fn default_image_encoder() -> String {
+    "efficientnet-lite0".into()
+}
+
+impl Default for EncoderSection {
+    fn default() -> Self {
+        EncoderSection { image: default_image_encoder() }
+    }
+}
+
+/// How the retrieval branch reads the index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalSection {
+    /// Neighbours whose texts are read (the paper's k = 30).
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Neighbour lists are cached up to this k; any k up to it re-uses them.
+    #[serde(default = "default_k_max")]
+    pub k_max: usize,
+    /// Drop the first hit of training queries, which is the query itself.
+    #[serde(default = "default_true")]
+    pub drop_self: bool,
+    /// Truncate the concatenated texts to this many tokens (the paper's 76).
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// The text encoder T: `minilm`, `bow-random`, `bow-learned`, `clip-text:<folder>`.
+    #[serde(default = "default_text_encoder")]
+    pub text_encoder: String,
+    /// Fine-tune T with the heads (trainable encoders only); a frozen T's outputs are cached.
+    #[serde(default)]
+    pub finetune_text: bool,
+    /// Placed between the neighbours' texts.
+    #[serde(default = "default_separator")]
+    pub separator: String,
+}
+
+fn default_k() -> usize {
+    30
+}
+fn default_k_max() -> usize {
+    50
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_tokens() -> usize {
+    76
+}
+fn default_text_encoder() -> String {
+    "minilm".into()
+}
+fn default_separator() -> String {
+    ", ".into()
+}
+
+impl Default for RetrievalSection {
+    fn default() -> Self {
+        RetrievalSection {
+            k: default_k(),
+            k_max: default_k_max(),
+            drop_self: true,
+            max_tokens: default_max_tokens(),
+            text_encoder: default_text_encoder(),
+            finetune_text: false,
+            separator: default_separator(),
+        }
+    }
+}
+
+/// One experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// The run's name (its record folder is `<name>-<config hash>`).
+    pub name: String,
+    /// The data set.
+    #[serde(default)]
+    pub data: DataSection,
+    /// The frozen image encoder.
+    #[serde(default)]
+    pub encoder: EncoderSection,
+    /// The retrieval index.
+    #[serde(default)]
+    pub index: IndexConfig,
+    /// The retrieval branch.
+    #[serde(default)]
+    pub retrieval: RetrievalSection,
+    /// The model.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// The loss.
+    #[serde(default)]
+    pub loss: LossConfig,
+    /// The optimiser.
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// The schedule, epochs, batch size and seed.
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+impl Experiment {
+    /// An experiment with every default and the given name.
+    pub fn named(name: &str) -> Self {
+        let text = format!("name = {}", toml::Value::String(name.into()));
+        toml::from_str(&text).expect("defaults deserialise")
+    }
+
+    /// Read and validate an experiment file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = fsio::read_to_string(path, "experiment file")?;
+        let mut exp = Self::parse(path, &text)?;
+        // A relative manifest path starts at the experiment's folder when it exists there.
+        if exp.data.manifest.is_relative() {
+            if let Some(dir) = path.parent() {
+                let candidate = dir.join(&exp.data.manifest);
+                if candidate.is_file() {
+                    exp.data.manifest = candidate;
+                }
+            }
+        }
+        Ok(exp)
+    }
+
+    /// Parse and validate experiment TOML; `path` names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let exp: Experiment = toml::from_str(text).map_err(|e| Error::Config { path: path.into(), message: e.to_string() })?;
+        exp.validate(path)?;
+        Ok(exp)
+    }
+
+    /// Check the values that parse but make no sense.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let field = |f: &str, m: String| Err(Error::InvalidField { path: path.into(), field: f.into(), message: m });
+        let r = &self.retrieval;
+        if r.k == 0 {
+            return field("retrieval.k", "must be at least 1".into());
+        }
+        if r.k > r.k_max {
+            return field("retrieval.k", format!("{} is larger than retrieval.k_max ({}), the depth of the neighbour cache", r.k, r.k_max));
+        }
+        if r.max_tokens == 0 {
+            return field("retrieval.max_tokens", "must be at least 1".into());
+        }
+        if self.train.epochs == 0 {
+            return field("train.epochs", "must be at least 1".into());
+        }
+        if self.train.batch_size == 0 {
+            return field("train.batch_size", "must be at least 1".into());
+        }
+        if self.train.warmup_epochs > self.train.epochs {
+            return field("train.warmup_epochs", format!("{} is more than train.epochs ({})", self.train.warmup_epochs, self.train.epochs));
+        }
+        if !(self.optim.lr > 0.0) {
+            return field("optim.lr", "must be positive".into());
+        }
+        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
+            return field("name", format!("`{}` cannot name a run folder", self.name));
+        }
+        self.index.validate().map_err(|e| Error::InvalidField { path: path.into(), field: "index".into(), message: e.to_string() })?;
+        Ok(())
+    }
+
+    /// A stable 12-hex-digit hash of the resolved configuration: the key of its run record.
+    pub fn config_hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("experiments serialise");
+        fsio::sha256_bytes(&json)[..12].to_string()
+    }
+
+    /// This experiment as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("experiments serialise to TOML")
+    }
+
+    /// A copy with one dotted key set from its TOML text (`retrieval.k` = `10`,
+    /// `loss.kind` = `ce`); a key that does not exist is an error naming it.
+    pub fn with(&self, dotted: &str, value: &str) -> Result<Self> {
+        let path = Path::new("--set");
+        let mut root = toml::Value::try_from(self).expect("experiments serialise");
+        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .map(|mut t| t.remove("v").expect("the key we wrote"))
+            .unwrap_or_else(|_| toml::Value::String(value.to_string()));
+        let mut node = &mut root;
+        let parts: Vec<&str> = dotted.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let table = node.as_table_mut().ok_or_else(|| Error::InvalidField {
+                path: path.into(),
+                field: dotted.into(),
+                message: format!("`{}` is not a section", parts[..i].join(".")),
+            })?;
+            if i + 1 == parts.len() {
+                if !table.contains_key(*part) {
+                    return Err(Error::InvalidField { path: path.into(), field: dotted.into(), message: "no such key in an experiment".into() });
+                }
+                table.insert(part.to_string(), parsed.clone());
+                break;
+            }
+            node = table.get_mut(*part).ok_or_else(|| Error::InvalidField {
+                path: path.into(),
+                field: dotted.into(),
+                message: format!("no section `{}`", parts[..=i].join(".")),
+            })?;
+        }
+        let exp: Experiment = root.try_into().map_err(|e: toml::de::Error| Error::InvalidField {
+            path: path.into(),
+            field: dotted.into(),
+            message: e.to_string(),
+        })?;
+        exp.validate(path)?;
+        Ok(exp)
+    }
+}

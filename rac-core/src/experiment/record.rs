@@ -1,0 +1,212 @@
+//! `RunRecord`: what a run leaves on disk under `runs/<name>-<config hash>/`, and how a
+//! notebook loads records back as polars DataFrames.
+//!
+//! | file | content |
+//! |---|---|
+//! | `record.toml` | the resolved experiment, seed, crate versions, git revision, wall time |
+//! | `metrics.csv` | one row per (method, branch): top1, top5, many, medium, few |
+//! | `per_class.csv` | one row per class: train count, bucket, accuracy per branch |
+//! | `epochs.csv` | the training log |
+//! | `COMPLETE` | written last: a folder without it is an unfinished run |
+//!
+//! A record is written into a temporary sibling folder and renamed into place, so a run
+//! that fails leaves no partial record behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::config::Experiment;
+use crate::error::{Error, Result};
+use crate::eval::BranchMetrics;
+use crate::fsio;
+use crate::train::EpochLog;
+
+const COMPLETE: &str = "COMPLETE";
+
+/// The metadata of a run, stored as `record.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// The experiment's name.
+    pub name: String,
+    /// The hash of its resolved configuration.
+    pub config_hash: String,
+    /// The seed.
+    pub seed: u64,
+    /// Versions of rac-core and the crates that shape results.
+    pub versions: BTreeMap<String, String>,
+    /// The git revision of the working tree, when known.
+    pub git_revision: Option<String>,
+    /// Wall time of the run in seconds.
+    pub wall_s: f64,
+    /// The method's name in tables (`CE`, `BalCE`, `LACE`, `retrieval`, `RAC`).
+    pub method: String,
+    /// The split the metrics are on: `test`, or `val` (held out of train, for tuning).
+    pub eval_split: String,
+    /// The resolved experiment.
+    pub experiment: Experiment,
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// Its metadata and configuration.
+    pub meta: RunMeta,
+    /// One row per branch: `method`, `branch`, `top1`, `top5`, `many`, `medium`, `few`.
+    pub metrics: DataFrame,
+    /// One row per class.
+    pub per_class: DataFrame,
+    /// The training log.
+    pub epochs: DataFrame,
+    /// Where it is stored.
+    pub dir: PathBuf,
+}
+
+/// The record folder of an experiment under `runs_dir`.
+pub fn record_dir(runs_dir: &Path, exp: &Experiment) -> PathBuf {
+    runs_dir.join(format!("{}-{}", exp.name, exp.config_hash()))
+}
+
+/// Whether a complete record of this experiment exists.
+pub fn is_complete(runs_dir: &Path, exp: &Experiment) -> bool {
+    record_dir(runs_dir, exp).join(COMPLETE).is_file()
+}
+
+/// Versions of the crates that shape results, read from the workspace's lock file.
+pub fn crate_versions() -> BTreeMap<String, String> {
+    const LOCK: &str = include_str!("../../../Cargo.lock");
+    const WANTED: [&str; 7] = ["candle-core", "candle-nn", "polars", "arroy", "hannoy", "heed", "tokenizers"];
+    let mut out = BTreeMap::new();
+    out.insert("rac-core".to_string(), env!("CARGO_PKG_VERSION").to_string());
+    let mut name: Option<&str> = None;
+    for line in LOCK.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"'));
+        } else if let (Some(n), Some(v)) = (name, line.strip_prefix("version = ")) {
+            if WANTED.contains(&n) {
+                out.entry(n.to_string()).or_insert_with(|| v.trim_matches('"').to_string());
+            }
+            name = None;
+        }
+    }
+    out
+}
+
+/// The git revision of the folder `dir` is in, when git knows it.
+pub fn git_revision(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "--short=12", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// The metrics table of one run: one row per branch.
+pub fn metrics_table(method: &str, rows: &[BranchMetrics]) -> Result<DataFrame> {
+    let col = |f: fn(&BranchMetrics) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    Ok(df!(
+        "method" => vec![method; rows.len()],
+        "branch" => rows.iter().map(|m| m.branch.name()).collect::<Vec<_>>(),
+        "top1" => col(|m| m.top1),
+        "top5" => col(|m| m.top5),
+        "many" => col(|m| m.many),
+        "medium" => col(|m| m.medium),
+        "few" => col(|m| m.few),
+    )?)
+}
+
+/// The training log as a table.
+pub fn epochs_table(log: &[EpochLog]) -> Result<DataFrame> {
+    Ok(df!(
+        "epoch" => log.iter().map(|l| l.epoch as u32).collect::<Vec<_>>(),
+        "loss" => log.iter().map(|l| l.loss).collect::<Vec<_>>(),
+        "lr" => log.iter().map(|l| l.lr).collect::<Vec<_>>(),
+        "samples_per_s" => log.iter().map(|l| l.samples_per_s).collect::<Vec<_>>(),
+        "test_top1" => log.iter().map(|l| l.test_top1).collect::<Vec<_>>(),
+    )?)
+}
+
+fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
+    let mut df = df.clone();
+    let mut buf = Vec::new();
+    CsvWriter::new(&mut buf).include_header(true).finish(&mut df)?;
+    std::fs::write(path, buf).map_err(|e| Error::Io { op: "writing", path: path.into(), source: e })
+}
+
+fn read_csv(path: &Path) -> Result<DataFrame> {
+    if !path.is_file() {
+        return Err(Error::MissingFile { what: "run table".into(), path: path.into(), hint: None });
+    }
+    Ok(CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(path.into()))?.finish()?)
+}
+
+impl RunRecord {
+    /// Write a record atomically into `runs_dir`: a temporary folder renamed into place.
+    pub fn save(meta: RunMeta, metrics: DataFrame, per_class: DataFrame, epochs: DataFrame, runs_dir: &Path) -> Result<RunRecord> {
+        let dir = runs_dir.join(format!("{}-{}", meta.name, meta.config_hash));
+        let tmp = runs_dir.join(format!(".{}-{}.tmp-{}", meta.name, meta.config_hash, std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        fsio::create_dir_all(&tmp)?;
+        let written = (|| -> Result<()> {
+            let toml = toml::to_string(&meta).map_err(|e| Error::InvalidInput(format!("cannot write record.toml: {e}")))?;
+            std::fs::write(tmp.join("record.toml"), toml).map_err(|e| Error::Io { op: "writing", path: tmp.join("record.toml"), source: e })?;
+            write_csv(&metrics, &tmp.join("metrics.csv"))?;
+            write_csv(&per_class, &tmp.join("per_class.csv"))?;
+            write_csv(&epochs, &tmp.join("epochs.csv"))?;
+            std::fs::write(tmp.join(COMPLETE), b"").map_err(|e| Error::Io { op: "writing", path: tmp.join(COMPLETE), source: e })?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { op: "replacing", path: dir.clone(), source: e })?;
+            }
+            std::fs::rename(&tmp, &dir).map_err(|e| Error::Io { op: "renaming into", path: dir.clone(), source: e })
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        Ok(RunRecord { meta, metrics, per_class, epochs, dir })
+    }
+
+    /// Load a complete record from its folder.
+    pub fn load(dir: &Path) -> Result<RunRecord> {
+        if !dir.join(COMPLETE).is_file() {
+            return Err(Error::MissingFile { what: "complete run record".into(), path: dir.join(COMPLETE), hint: Some("the run did not finish".into()) });
+        }
+        let text = fsio::read_to_string(&dir.join("record.toml"), "run record")?;
+        let meta: RunMeta = toml::from_str(&text).map_err(|e| Error::Config { path: dir.join("record.toml"), message: e.to_string() })?;
+        Ok(RunRecord {
+            meta,
+            metrics: read_csv(&dir.join("metrics.csv"))?,
+            per_class: read_csv(&dir.join("per_class.csv"))?,
+            epochs: read_csv(&dir.join("epochs.csv"))?,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// This record's metrics with `run` and `config_hash` columns in front.
+    pub fn metrics_with_run(&self) -> Result<DataFrame> {
+        let n = self.metrics.height();
+        let mut cols = vec![
+            Column::new("run".into(), vec![self.meta.name.as_str(); n]),
+            Column::new("config_hash".into(), vec![self.meta.config_hash.as_str(); n]),
+        ];
+        cols.extend(self.metrics.columns().iter().cloned());
+        Ok(DataFrame::new_infer_height(cols)?)
+    }
+}
+
+/// Every complete record under `runs_dir`, sorted by folder name.
+pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunRecord>> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else { return Ok(Vec::new()) };
+    let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.join(COMPLETE).is_file()).collect();
+    dirs.sort();
+    dirs.iter().map(|d| RunRecord::load(d)).collect()
+}
+
+/// The metrics of every complete record under `runs_dir`, in one DataFrame.
+pub fn load_runs(runs_dir: &Path) -> Result<DataFrame> {
+    let mut frames = list_runs(runs_dir)?.into_iter().map(|r| r.metrics_with_run());
+    let mut all = frames.next().ok_or_else(|| Error::InvalidInput(format!("no complete run records under {}", runs_dir.display())))??;
+    for f in frames {
+        all.vstack_mut(&f?)?;
+    }
+    Ok(all)
+}

@@ -1,0 +1,104 @@
+//! Sweeps: a grid over dotted keys of an experiment (`retrieval.k=1,5,10`), run into one
+//! DataFrame. Runs that share data, encoder and index settings share one [`Prepared`].
+
+use polars::prelude::*;
+
+use super::config::Experiment;
+use super::record::{self, RunRecord};
+use super::run::{Prepared, RunEnv, run_prepared};
+use crate::error::{Error, Result};
+
+/// One axis of a grid: a dotted key and its values (as TOML text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// The dotted key, e.g. `retrieval.k`.
+    pub key: String,
+    /// Its values.
+    pub values: Vec<String>,
+}
+
+impl Sweep {
+    /// Parse `key=v1,v2,...`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let (key, values) = s
+            .split_once('=')
+            .ok_or_else(|| Error::InvalidInput(format!("--set expects key=v1,v2,..., found `{s}`")))?;
+        let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+        if values.is_empty() {
+            return Err(Error::InvalidInput(format!("--set {key}= has no values")));
+        }
+        Ok(Sweep { key: key.trim().to_string(), values })
+    }
+}
+
+/// Every experiment of the grid, each named `<name>-<key>=<value>...`.
+pub fn grid(base: &Experiment, axes: &[Sweep]) -> Result<Vec<(Vec<(String, String)>, Experiment)>> {
+    let mut out = vec![(Vec::new(), base.clone())];
+    for axis in axes {
+        let mut next = Vec::new();
+        for (set, exp) in &out {
+            for v in &axis.values {
+                let mut e = exp.with(&axis.key, v)?;
+                let mut set = set.clone();
+                set.push((axis.key.clone(), v.clone()));
+                e.name = format!("{}-{}", base.name, set.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("-"));
+                next.push((set, e));
+            }
+        }
+        out = next;
+    }
+    Ok(out)
+}
+
+/// Run experiments in order, re-using the prepared data, features and index between
+/// consecutive runs that share them; complete records are loaded instead (unless forced).
+pub fn sweep_list(exps: &[Experiment], env: &RunEnv) -> Result<(Vec<RunRecord>, DataFrame)> {
+    let mut records = Vec::with_capacity(exps.len());
+    let mut prepared: Option<(String, Prepared)> = None;
+    for exp in exps {
+        if !env.force && record::is_complete(&env.runs_dir, exp) {
+            records.push(RunRecord::load(&record::record_dir(&env.runs_dir, exp))?);
+            continue;
+        }
+        let key = serde_json::to_string(&(&exp.data, &exp.encoder, &exp.index, exp.train.seed)).expect("sections serialise");
+        if prepared.as_ref().is_none_or(|(k, _)| *k != key) {
+            prepared = Some((key.clone(), Prepared::new(exp, env)?));
+        }
+        let (_, prep) = prepared.as_mut().expect("just set");
+        records.push(run_prepared(exp, prep, env)?);
+    }
+    let mut table: Option<DataFrame> = None;
+    for rec in &records {
+        let df = rec.metrics_with_run()?;
+        match &mut table {
+            None => table = Some(df),
+            Some(t) => {
+                t.vstack_mut(&df)?;
+            }
+        }
+    }
+    Ok((records, table.ok_or_else(|| Error::InvalidInput("no experiments to run".into()))?))
+}
+
+/// Run a grid and return its records and one table: the metrics of every run with one
+/// column per swept key.
+pub fn sweep(base: &Experiment, axes: &[Sweep], env: &RunEnv) -> Result<(Vec<RunRecord>, DataFrame)> {
+    let runs = grid(base, axes)?;
+    let exps: Vec<Experiment> = runs.iter().map(|(_, e)| e.clone()).collect();
+    let (records, _) = sweep_list(&exps, env)?;
+    let mut table: Option<DataFrame> = None;
+    for ((set, _), rec) in runs.iter().zip(&records) {
+        let mut df = rec.metrics_with_run()?;
+        let n = df.height();
+        for (k, v) in set {
+            df.with_column(Column::new(k.as_str().into(), vec![v.as_str(); n]))?;
+        }
+        match &mut table {
+            None => table = Some(df),
+            Some(t) => {
+                t.vstack_mut(&df)?;
+            }
+        }
+    }
+    Ok((records, table.ok_or_else(|| Error::InvalidInput("the sweep has no runs".into()))?))
+}
