@@ -114,6 +114,34 @@ impl EfficientNetConfig {
     }
 }
 
+impl EfficientNetConfig {
+    /// Check the values a hand-written config could get wrong; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: String, message: &str| Err(Error::InvalidInput(format!("efficientnet config: `{field}` {message}")));
+        if self.stages.is_empty() {
+            return bad("stages".into(), "must list at least one stage");
+        }
+        for (i, st) in self.stages.iter().enumerate() {
+            if !(1..=2).contains(&st.stride) {
+                return bad(format!("stages[{i}].stride"), "must be 1 or 2");
+            }
+            if st.kernel % 2 == 0 {
+                return bad(format!("stages[{i}].kernel"), "must be odd");
+            }
+            if st.repeats == 0 || st.expand == 0 || st.input == 0 || st.output == 0 {
+                return bad(format!("stages[{i}]"), "needs repeats, expand, input and output of at least 1");
+            }
+        }
+        if self.preprocess.crop < 32 || self.preprocess.crop > self.preprocess.resize {
+            return bad("preprocess.crop".into(), "must be at least 32 and at most `preprocess.resize`");
+        }
+        if self.preprocess.std.iter().any(|&x| !(x > 0.0)) || !(self.bn_eps > 0.0) {
+            return bad("preprocess.std / bn_eps".into(), "must be positive");
+        }
+        Ok(())
+    }
+}
+
 /// A 1×1 convolution with BatchNorm folded in, as a matrix product on channels-last data.
 #[derive(Debug, Clone)]
 struct Pointwise {
@@ -205,6 +233,7 @@ impl EfficientNet {
 
     /// Build from loaded weights; a missing tensor or a wrong shape names the tensor.
     pub fn from_weights(w: &Weights, config: EfficientNetConfig) -> Result<Self> {
+        config.validate()?;
         let eps = config.bn_eps;
         let pointwise = |conv: &str, bn: &str, cin: usize, cout: usize, relu6: bool| -> Result<Pointwise> {
             let weight = w.get(&format!("{conv}.weight"), &[cout, cin, 1, 1])?.reshape((cout, cin))?;
