@@ -608,6 +608,20 @@ fn bad_input_wrong_image_size_is_refused() {
 }
 
 #[test]
+fn bad_input_invalid_efficientnet_config_names_the_field() {
+    let path = asset("efficientnet-lite0").join("model.safetensors");
+    let mut config = EfficientNetConfig::lite0();
+    config.stages[1].stride = 3;
+    let msg = EfficientNet::load(&path, config, &cpu()).err().unwrap().to_string();
+    assert!(msg.contains("`stages[1].stride` must be 1 or 2"), "{msg}");
+    // A config that disagrees with the file's blocks is caught at the first tensor that differs.
+    let mut config = EfficientNetConfig::lite0();
+    config.stages[5].repeats = 3;
+    let msg = EfficientNet::load(&path, config, &cpu()).err().unwrap().to_string();
+    assert!(msg.contains("`_blocks.14._depthwise_conv.weight`: expected shape [1152, 1, 3, 3], found [1152, 1, 5, 5]"), "{msg}");
+}
+
+#[test]
 fn bad_input_empty_batch_is_refused() {
     let net = efficientnet();
     let msg = net.encode(&[]).unwrap_err().to_string();

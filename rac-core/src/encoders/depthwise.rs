@@ -103,37 +103,86 @@ impl CustomOp1 for DepthwiseConv2d {
         let (pl, _) = same_padding(w, k, s);
         let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
         let mut out = vec![0f32; n * oh * ow * c];
+        let geometry = Geometry { h, w, c, k, s, pt, pl, relu6: self.relu6 };
+        let wide = simd_available();
         // One task per output row of one image.
         out.par_chunks_mut(ow * c).enumerate().for_each(|(row, out_row)| {
             let (img, oy) = (row / oh, row % oh);
             let image = &input[img * h * w * c..(img + 1) * h * w * c];
-            for ox in 0..ow {
-                let acc = &mut out_row[ox * c..(ox + 1) * c];
-                acc.copy_from_slice(&self.bias);
-                for ky in 0..k {
-                    let iy = (oy * s + ky) as isize - pt as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..k {
-                        let ix = (ox * s + kx) as isize - pl as isize;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        let px = &image[(iy as usize * w + ix as usize) * c..][..c];
-                        let tap = &self.taps[(ky * k + kx) * c..][..c];
-                        for ((a, &v), &t) in acc.iter_mut().zip(px).zip(tap) {
-                            *a += v * t;
-                        }
-                    }
+            if wide {
+                // SAFETY: `simd_available` checked that the CPU has AVX2.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    output_row_avx2(&geometry, image, &self.taps, &self.bias, oy, out_row)
                 }
-                if self.relu6 {
-                    for a in acc.iter_mut() {
-                        *a = a.clamp(0.0, 6.0);
-                    }
-                }
+            } else {
+                output_row(&geometry, image, &self.taps, &self.bias, oy, out_row)
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, c))))
+    }
+}
+
+/// The shape of one depthwise convolution, for the row kernel.
+struct Geometry {
+    h: usize,
+    w: usize,
+    c: usize,
+    k: usize,
+    s: usize,
+    pt: usize,
+    pl: usize,
+    relu6: bool,
+}
+
+/// Whether the AVX2 build of the row kernel can run here.
+fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The row kernel compiled for AVX2: the same code, vectorised 8 floats wide instead of the
+/// baseline's 4.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn output_row_avx2(g: &Geometry, image: &[f32], taps: &[f32], bias: &[f32], oy: usize, out_row: &mut [f32]) {
+    output_row(g, image, taps, bias, oy, out_row)
+}
+
+/// One output row of one image: every output pixel starts from the bias, accumulates its
+/// in-bounds taps channel-wise, then is clamped when the layer has a ReLU6.
+#[inline(always)]
+fn output_row(g: &Geometry, image: &[f32], taps: &[f32], bias: &[f32], oy: usize, out_row: &mut [f32]) {
+    let Geometry { h, w, c, k, s, pt, pl, relu6 } = *g;
+    for (ox, acc) in out_row.chunks_exact_mut(c).enumerate() {
+        acc.copy_from_slice(bias);
+        for ky in 0..k {
+            let iy = (oy * s + ky) as isize - pt as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            for kx in 0..k {
+                let ix = (ox * s + kx) as isize - pl as isize;
+                if ix < 0 || ix >= w as isize {
+                    continue;
+                }
+                let px = &image[(iy as usize * w + ix as usize) * c..][..c];
+                let tap = &taps[(ky * k + kx) * c..][..c];
+                for ((a, &v), &t) in acc.iter_mut().zip(px).zip(tap) {
+                    *a += v * t;
+                }
+            }
+        }
+        if relu6 {
+            for a in acc.iter_mut() {
+                *a = a.clamp(0.0, 6.0);
+            }
+        }
     }
 }

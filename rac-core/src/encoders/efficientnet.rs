@@ -43,6 +43,11 @@ use super::ImageEncoder;
 use crate::data::Preprocess;
 use crate::error::{Error, Result};
 
+/// Images per forward pass on the CPU. Larger batches are split: at 224 px one image's
+/// early activations already fill the caches (112×112×96 floats), and measured on 2 cores,
+/// 4 images per pass ran about 25 % faster per image than 32.
+const MICRO_BATCH: usize = 4;
+
 /// One stage of MBConv blocks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +114,34 @@ impl EfficientNetConfig {
     }
 }
 
+impl EfficientNetConfig {
+    /// Check the values a hand-written config could get wrong; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: String, message: &str| Err(Error::InvalidInput(format!("efficientnet config: `{field}` {message}")));
+        if self.stages.is_empty() {
+            return bad("stages".into(), "must list at least one stage");
+        }
+        for (i, st) in self.stages.iter().enumerate() {
+            if !(1..=2).contains(&st.stride) {
+                return bad(format!("stages[{i}].stride"), "must be 1 or 2");
+            }
+            if st.kernel % 2 == 0 {
+                return bad(format!("stages[{i}].kernel"), "must be odd");
+            }
+            if st.repeats == 0 || st.expand == 0 || st.input == 0 || st.output == 0 {
+                return bad(format!("stages[{i}]"), "needs repeats, expand, input and output of at least 1");
+            }
+        }
+        if self.preprocess.crop < 32 || self.preprocess.crop > self.preprocess.resize {
+            return bad("preprocess.crop".into(), "must be at least 32 and at most `preprocess.resize`");
+        }
+        if self.preprocess.std.iter().any(|&x| !(x > 0.0)) || !(self.bn_eps > 0.0) {
+            return bad("preprocess.std / bn_eps".into(), "must be positive");
+        }
+        Ok(())
+    }
+}
+
 /// A 1×1 convolution with BatchNorm folded in, as a matrix product on channels-last data.
 #[derive(Debug, Clone)]
 struct Pointwise {
@@ -123,7 +156,8 @@ impl Pointwise {
         let (n, h, w, c) = x.dims4()?;
         let y = x.reshape((n * h * w, c))?.matmul(&self.weight_t)?;
         let y = match kernels {
-            Kernels::Auto => y.apply(&self.bias_act)?,
+            // `y` is the fresh output of the product: the bias is added in place.
+            Kernels::Auto => self.bias_act.forward_owned(y)?,
             Kernels::Candle => self.bias_act.forward_candle(&y)?,
         };
         y.reshape((n, h, w, self.weight_t.dim(1)?))
@@ -199,6 +233,7 @@ impl EfficientNet {
 
     /// Build from loaded weights; a missing tensor or a wrong shape names the tensor.
     pub fn from_weights(w: &Weights, config: EfficientNetConfig) -> Result<Self> {
+        config.validate()?;
         let eps = config.bn_eps;
         let pointwise = |conv: &str, bn: &str, cin: usize, cout: usize, relu6: bool| -> Result<Pointwise> {
             let weight = w.get(&format!("{conv}.weight"), &[cout, cin, 1, 1])?.reshape((cout, cin))?;
@@ -278,8 +313,8 @@ impl EfficientNet {
         let (n, oh, ow) = (pixels.dim(0)?, h.div_ceil(2), w.div_ceil(2));
         if kernels == Kernels::Auto && pixels.device().is_cpu() {
             let patches = Im2ColSame { kernel: 3, stride: 2 }.apply(&pixels.to_dtype(DType::F32)?)?;
-            let y = patches.matmul(&self.stem_matrix)?.reshape((n, oh, ow, self.config.stem_channels))?;
-            Ok(y.apply(&self.stem_bias)?)
+            let y = patches.matmul(&self.stem_matrix)?;
+            Ok(self.stem_bias.forward_owned(y)?.reshape((n, oh, ow, self.config.stem_channels))?)
         } else {
             let (pt, pb) = same_padding(h, 3, 2);
             let (pl, pr) = same_padding(w, 3, 2);
@@ -302,9 +337,20 @@ impl EfficientNet {
     }
 
     fn run(&self, pixels: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        check_pixels(pixels, self.config.preprocess.crop as usize, "efficientnet-lite0")?;
+        let n = check_pixels(pixels, self.config.preprocess.crop as usize, "efficientnet-lite0")?;
         let pixels = pixels.to_device(&self.device)?.to_dtype(DType::F32)?;
-        let mut x = self.stem_nhwc(&pixels, kernels)?;
+        if n > MICRO_BATCH && pixels.device().is_cpu() {
+            let parts = (0..n)
+                .step_by(MICRO_BATCH)
+                .map(|s| self.run_batch(&pixels.narrow(0, s, MICRO_BATCH.min(n - s))?, kernels))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Tensor::cat(&parts, 0)?);
+        }
+        self.run_batch(&pixels, kernels)
+    }
+
+    fn run_batch(&self, pixels: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        let mut x = self.stem_nhwc(pixels, kernels)?;
         for block in &self.blocks {
             x = block.forward(&x, kernels)?;
         }
