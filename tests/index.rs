@@ -461,11 +461,13 @@ fn folders_that_are_not_indexes_or_of_another_version_are_refused() {
     std::fs::create_dir(&junk).unwrap();
     std::fs::write(junk.join("data.mdb"), vec![7u8; 8192]).unwrap();
     assert!(matches!(RetrievalIndex::open(&junk), Err(Error::NotAnIndex { .. })));
+    let set = small_set(50, 1, 8, 9);
+    assert!(matches!(RetrievalIndex::build(&junk, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]), Err(Error::NotAnIndex { .. })));
+    assert_eq!(std::fs::read(junk.join("data.mdb")).unwrap(), vec![7u8; 8192], "a build never overwrites a foreign file");
     // A folder with other files is not overwritten by a build.
     let busy = tmp.path().join("busy");
     std::fs::create_dir(&busy).unwrap();
     std::fs::write(busy.join("notes.txt"), "mine").unwrap();
-    let set = small_set(50, 1, 8, 9);
     assert!(matches!(RetrievalIndex::build(&busy, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]), Err(Error::NotAnIndex { .. })));
     assert_eq!(std::fs::read_to_string(busy.join("notes.txt")).unwrap(), "mine");
 
@@ -487,6 +489,7 @@ fn folders_that_are_not_indexes_or_of_another_version_are_refused() {
     }
     let err = RetrievalIndex::open(&foreign).err().unwrap();
     assert!(matches!(err, Error::NotAnIndex { .. }), "{err}");
+    assert!(matches!(RetrievalIndex::build(&foreign, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]), Err(Error::NotAnIndex { .. })));
 
     // An index whose stored format version is not ours.
     let old = tmp.path().join("old");

@@ -257,7 +257,7 @@ impl RetrievalIndex {
         }
         let store = match Store::open(path) {
             Ok(existing) => existing,
-            Err(Error::NotAnIndex { .. }) => Store::create(path, config)?,
+            Err(Error::NotAnIndex { reason, .. }) if store::may_build_over(&reason) => Store::create(path, config)?,
             Err(e) => return Err(e),
         };
         let previous_ann = store.dbs.ann;
