@@ -635,6 +635,23 @@ fn npy_and_feature_files_round_trip_and_name_their_errors() {
     std::fs::write(&bad, b"not safetensors").unwrap();
     let err = FeatureFile::read(&bad).unwrap_err().to_string();
     assert!(err.contains("bad.safetensors"), "{err}");
+    // The feature store's layout: `ids.txt` beside the tensors gives the item keys.
+    let store_dir = dir.path().join("entry");
+    write_features(&store_dir.join("features.safetensors"), &data, 4);
+    std::fs::write(store_dir.join("ids.txt"), "img-a\nimg-b\nimg-c\n").unwrap();
+    let ff = FeatureFile::read(&store_dir.join("features.safetensors")).unwrap();
+    assert_eq!(ff.keys.as_deref().unwrap(), ["img-a", "img-b", "img-c"]);
+    std::fs::write(store_dir.join("ids.txt"), "img-a\n").unwrap();
+    let err = FeatureFile::read(&store_dir.join("features.safetensors")).unwrap_err().to_string();
+    assert!(err.contains("ids.txt") && err.contains("1 lines for 3"), "{err}");
+    let texts = dir.path().join("classes.txt");
+    std::fs::write(&texts, "T-shirt\nTrouser\n").unwrap();
+    let mut ff2 = FeatureFile::read(&f).unwrap();
+    let err = ff2.set_class_texts_from(&texts).unwrap_err().to_string();
+    assert!(err.contains("label 2"), "{err}");
+    std::fs::write(&texts, "T-shirt\nTrouser\nPullover\n").unwrap();
+    ff2.set_class_texts_from(&texts).unwrap();
+    assert_eq!(ff2.texts(), ["T-shirt", "Trouser", "Pullover"]);
     let missing = FeatureFile::read(&dir.path().join("none.safetensors")).unwrap_err().to_string();
     assert!(missing.contains("none.safetensors"), "{missing}");
 }
