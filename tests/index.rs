@@ -461,11 +461,13 @@ fn folders_that_are_not_indexes_or_of_another_version_are_refused() {
     std::fs::create_dir(&junk).unwrap();
     std::fs::write(junk.join("data.mdb"), vec![7u8; 8192]).unwrap();
     assert!(matches!(RetrievalIndex::open(&junk), Err(Error::NotAnIndex { .. })));
+    let set = small_set(50, 1, 8, 9);
+    assert!(matches!(RetrievalIndex::build(&junk, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]), Err(Error::NotAnIndex { .. })));
+    assert_eq!(std::fs::read(junk.join("data.mdb")).unwrap(), vec![7u8; 8192], "a build never overwrites a foreign file");
     // A folder with other files is not overwritten by a build.
     let busy = tmp.path().join("busy");
     std::fs::create_dir(&busy).unwrap();
     std::fs::write(busy.join("notes.txt"), "mine").unwrap();
-    let set = small_set(50, 1, 8, 9);
     assert!(matches!(RetrievalIndex::build(&busy, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]), Err(Error::NotAnIndex { .. })));
     assert_eq!(std::fs::read_to_string(busy.join("notes.txt")).unwrap(), "mine");
 
@@ -487,6 +489,7 @@ fn folders_that_are_not_indexes_or_of_another_version_are_refused() {
     }
     let err = RetrievalIndex::open(&foreign).err().unwrap();
     assert!(matches!(err, Error::NotAnIndex { .. }), "{err}");
+    assert!(matches!(RetrievalIndex::build(&foreign, &IndexConfig::default(), &[source("a", &set.base, 8, 0)]), Err(Error::NotAnIndex { .. })));
 
     // An index whose stored format version is not ours.
     let old = tmp.path().join("old");
@@ -632,6 +635,23 @@ fn npy_and_feature_files_round_trip_and_name_their_errors() {
     std::fs::write(&bad, b"not safetensors").unwrap();
     let err = FeatureFile::read(&bad).unwrap_err().to_string();
     assert!(err.contains("bad.safetensors"), "{err}");
+    // The feature store's layout: `ids.txt` beside the tensors gives the item keys.
+    let store_dir = dir.path().join("entry");
+    write_features(&store_dir.join("features.safetensors"), &data, 4);
+    std::fs::write(store_dir.join("ids.txt"), "img-a\nimg-b\nimg-c\n").unwrap();
+    let ff = FeatureFile::read(&store_dir.join("features.safetensors")).unwrap();
+    assert_eq!(ff.keys.as_deref().unwrap(), ["img-a", "img-b", "img-c"]);
+    std::fs::write(store_dir.join("ids.txt"), "img-a\n").unwrap();
+    let err = FeatureFile::read(&store_dir.join("features.safetensors")).unwrap_err().to_string();
+    assert!(err.contains("ids.txt") && err.contains("1 lines for 3"), "{err}");
+    let texts = dir.path().join("classes.txt");
+    std::fs::write(&texts, "T-shirt\nTrouser\n").unwrap();
+    let mut ff2 = FeatureFile::read(&f).unwrap();
+    let err = ff2.set_class_texts_from(&texts).unwrap_err().to_string();
+    assert!(err.contains("label 2"), "{err}");
+    std::fs::write(&texts, "T-shirt\nTrouser\nPullover\n").unwrap();
+    ff2.set_class_texts_from(&texts).unwrap();
+    assert_eq!(ff2.texts(), ["T-shirt", "Trouser", "Pullover"]);
     let missing = FeatureFile::read(&dir.path().join("none.safetensors")).unwrap_err().to_string();
     assert!(missing.contains("none.safetensors"), "{missing}");
 }

@@ -105,9 +105,11 @@ pub struct ArroyParams {
 }
 
 impl Default for ArroyParams {
-    /// Tuned on the synthetic 100k x 768 set (`rac index bench`): see ARCHITECTURE.md.
+    /// Tuned on the synthetic 100k x 768 set (`rac index bench`, see ARCHITECTURE.md): 16
+    /// trees and 2,000 candidates give recall@30 = 0.993 against exact in a 15 s build;
+    /// 8 trees reach 0.976, and 1,000 candidates 0.973 at 1.6x the queries/s.
     fn default() -> Self {
-        ArroyParams { n_trees: 64, search_k: 30_000 }
+        ArroyParams { n_trees: 16, search_k: 2_000 }
     }
 }
 
@@ -119,14 +121,12 @@ pub struct HnswParams {
     pub ef_construction: usize,
     /// Candidate list size while searching (at least k). More: higher recall, slower queries.
     pub ef_search: usize,
-    /// Threads that build the graph; `0` means all cores. With 1 thread the build is
-    /// deterministic, so removing a source gives back exactly the earlier results.
-    pub build_threads: usize,
 }
 
 impl Default for HnswParams {
     fn default() -> Self {
-        HnswParams { ef_construction: 200, ef_search: 128, build_threads: 0 }
+        // ef_search = 64 gave recall@30 = 0.99997 on the synthetic 100k x 768 set (48: 0.995).
+        HnswParams { ef_construction: 200, ef_search: 64 }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Feature files an index is built from: safetensors with a `features` tensor `[n, d]`
 //! (any float type), a `labels` tensor `[n]` (any integer type), and optional metadata
 //! `class_texts` (a JSON list: the text of each label) and `keys` (a JSON list: one key per
-//! row). This is the hand-over point from the feature store: any file of this shape plugs in.
+//! row). This is the hand-over point from the feature store, whose `features.safetensors`
+//! has this shape; an `ids.txt` beside the file (one item id per row) gives the item keys.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,7 +73,17 @@ impl FeatureFile {
             }
         };
         let class_texts = list("class_texts")?;
-        let keys = list("keys")?;
+        let mut keys = list("keys")?;
+        // The feature store keeps each row's item id in `ids.txt` beside the tensors.
+        let ids_file = path.with_file_name("ids.txt");
+        if keys.is_none() && ids_file.is_file() {
+            let text = crate::fsio::read_to_string(&ids_file, "item id list")?;
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() != n {
+                return Err(Error::Format { path: ids_file, message: format!("{} lines for {n} feature rows", lines.len()) });
+            }
+            keys = Some(lines);
+        }
         if let Some(k) = &keys
             && k.len() != n
         {
@@ -112,6 +123,16 @@ impl FeatureFile {
         }
         safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(st_err)?;
         std::fs::rename(&tmp, path).map_err(|e| Error::Io { op: "writing", path: path.to_path_buf(), source: e })
+    }
+
+    /// Set the text of each label from a file of one text per line (label 0 first).
+    pub fn set_class_texts_from(&mut self, path: &Path) -> Result<()> {
+        let texts: Vec<String> = crate::fsio::read_to_string(path, "class text list")?.lines().map(|l| l.trim().to_string()).collect();
+        if let Some(l) = self.labels.iter().find(|&&l| l as usize >= texts.len()) {
+            return Err(Error::Format { path: path.to_path_buf(), message: format!("label {l} has no line ({} lines)", texts.len()) });
+        }
+        self.class_texts = Some(texts);
+        Ok(())
     }
 
     /// The text of each row: its label's class text, or `class <label>` without one.

@@ -3,6 +3,10 @@
 //! index's own environment; any later k <= k_max is read back instead of searched, which is
 //! what makes an ablation over k cost seconds.
 //!
+//! The first k of a k_max list are exactly a fresh k search: exact search and arroy (whose
+//! `search_k` does not scale with k) are prefix-consistent, and so is HNSW while
+//! `ef_search >= k_max` (hannoy widens ef to k above that).
+//!
 //! An entry is valid only for the index content, the query set and the query-time knobs it
 //! was computed with; adding or removing a source clears every entry in the same transaction
 //! (see `RetrievalIndex::add_source`), and a stale one is never returned.

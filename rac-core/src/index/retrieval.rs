@@ -257,7 +257,7 @@ impl RetrievalIndex {
         }
         let store = match Store::open(path) {
             Ok(existing) => existing,
-            Err(Error::NotAnIndex { .. }) => Store::create(path, config)?,
+            Err(Error::NotAnIndex { reason, .. }) if store::may_build_over(&reason) => Store::create(path, config)?,
             Err(e) => return Err(e),
         };
         let previous_ann = store.dbs.ann;
@@ -293,8 +293,10 @@ impl RetrievalIndex {
         self.apply("adding a source", Change::Add(source), None)
     }
 
-    /// Remove a whole source by name; the backend is rebuilt from the remaining items, so
-    /// the index answers as it did before the source was added.
+    /// Remove a whole source by name; the backend is rebuilt from the remaining items with
+    /// the index's seed, so the index answers as it did before the source was added. For
+    /// exact and arroy this is bit-identical; hannoy inserts HNSW nodes in parallel, so at
+    /// scale its graph (not its recall) may differ from the first build's.
     pub fn remove_source(&mut self, name: &str) -> Result<()> {
         self.source(name)?;
         self.apply("removing a source", Change::Remove(name), None)

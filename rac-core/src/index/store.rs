@@ -21,6 +21,17 @@ use serde::{Deserialize, Serialize};
 use super::config::{Backend, IndexConfig, Metric};
 use crate::error::{Error, Result};
 
+const NO_FOLDER: &str = "no such folder";
+const NO_DATA: &str = "it has no data.mdb (LMDB) file";
+const INTERRUPTED: &str = "no format version stored (an interrupted first build, or another program's LMDB)";
+
+/// Whether a folder that failed to open as an index for `reason` may receive a new build:
+/// it is missing, has no LMDB file yet, or holds an interrupted first build. A foreign or
+/// damaged LMDB file is never overwritten.
+pub(crate) fn may_build_over(reason: &str) -> bool {
+    [NO_FOLDER, NO_DATA, INTERRUPTED].contains(&reason)
+}
+
 /// The magic number of an LMDB meta page.
 const LMDB_MAGIC: u32 = 0xBEEF_C0DE;
 
@@ -284,7 +295,7 @@ fn read_meta(env: &Env<WithoutTls>, path: &Path, meta_db: NameDb) -> Result<Meta
     let Some(version) = version else {
         return Err(Error::NotAnIndex {
             path: path.to_path_buf(),
-            reason: "no format version stored (an interrupted first build, or another program's LMDB)".into(),
+            reason: INTERRUPTED.into(),
         });
     };
     let found = <[u8; 4]>::try_from(version).map(u32::from_le_bytes).map_err(|_| Error::NotAnIndex {
@@ -305,11 +316,11 @@ impl Store {
     /// Open an existing index folder.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.is_dir() {
-            return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: "no such folder".into() });
+            return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: NO_FOLDER.into() });
         }
         let data = data_file(path);
         let len = std::fs::metadata(&data)
-            .map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: "it has no data.mdb (LMDB) file".into() })?
+            .map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: NO_DATA.into() })?
             .len() as usize;
         // LMDB trusts its file: a foreign file can make it misbehave, so check the magic of
         // the first meta page (after its 16-byte page header) before handing it over.

@@ -22,6 +22,9 @@ pub enum IndexCmd {
         /// The source name of these items.
         #[arg(long, default_value = "train")]
         source: String,
+        /// The text of each label, one per line (label 0 first); overrides the file's metadata.
+        #[arg(long)]
+        class_texts: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -34,6 +37,9 @@ pub enum IndexCmd {
         /// Its feature file.
         #[arg(long)]
         features: PathBuf,
+        /// The text of each label, one per line (label 0 first).
+        #[arg(long)]
+        class_texts: Option<PathBuf>,
     },
     /// Remove a whole source from an index.
     RemoveSource {
@@ -96,6 +102,9 @@ pub enum IndexCmd {
         /// Keep the index (and its neighbour cache) here; a temporary folder otherwise.
         #[arg(long)]
         index: Option<PathBuf>,
+        /// The text of each label, one per line (label 0 first).
+        #[arg(long)]
+        class_texts: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -244,18 +253,26 @@ fn read_features(path: &Path) -> Result<FeatureFile> {
     FeatureFile::read(path).with_context(|| format!("reading features from {}", path.display()))
 }
 
+fn read_features_with_texts(path: &Path, class_texts: Option<&Path>) -> Result<FeatureFile> {
+    let mut f = read_features(path)?;
+    if let Some(t) = class_texts {
+        f.set_class_texts_from(t)?;
+    }
+    Ok(f)
+}
+
 pub fn run(cmd: IndexCmd) -> Result<()> {
     match cmd {
-        IndexCmd::Build { dir, features, source, config } => {
-            let f = read_features(&features)?;
+        IndexCmd::Build { dir, features, source, class_texts, config } => {
+            let f = read_features_with_texts(&features, class_texts.as_deref())?;
             let src = f.to_source(&source)?;
             let index = RetrievalIndex::build_with(&dir, &config.config(), &[src], failpoint()?)?;
             print!("{}", index.stats()?.report());
         }
-        IndexCmd::AddSource { dir, name, features } => {
+        IndexCmd::AddSource { dir, name, features, class_texts } => {
             let mut index = RetrievalIndex::open(&dir)?;
             index.set_failpoint(failpoint()?);
-            let f = read_features(&features)?;
+            let f = read_features_with_texts(&features, class_texts.as_deref())?;
             index.add_source(&f.to_source(&name)?)?;
             print!("{}", index.stats()?.report());
         }
@@ -298,8 +315,8 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
             std::fs::write(out.join("spec.json"), serde_json::to_string_pretty(&spec)?)?;
             eprintln!("wrote {} and {}", out.join("base.npy").display(), out.join("queries.npy").display());
         }
-        IndexCmd::KnnEval { train, test, k, index, config } => {
-            let train_f = read_features(&train)?;
+        IndexCmd::KnnEval { train, test, k, index, class_texts, config } => {
+            let train_f = read_features_with_texts(&train, class_texts.as_deref())?;
             let test_f = read_features(&test)?;
             let tmp;
             let dir = match index {
