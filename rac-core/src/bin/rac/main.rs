@@ -68,6 +68,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os("POLARS_FMT_MAX_COLS").is_none() {
+        // SAFETY: set before any other thread exists; polars reads it when printing tables.
+        unsafe { std::env::set_var("POLARS_FMT_MAX_COLS", "16") };
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
