@@ -100,18 +100,12 @@ pub fn git_revision(dir: &Path) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
 }
 
-/// The metrics table of one run: one row per branch.
+/// The metrics table of one run: one row per branch, with the method in front.
 pub fn metrics_table(method: &str, rows: &[BranchMetrics]) -> Result<DataFrame> {
-    let col = |f: fn(&BranchMetrics) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
-    Ok(df!(
-        "method" => vec![method; rows.len()],
-        "branch" => rows.iter().map(|m| m.branch.name()).collect::<Vec<_>>(),
-        "top1" => col(|m| m.top1),
-        "top5" => col(|m| m.top5),
-        "many" => col(|m| m.many),
-        "medium" => col(|m| m.medium),
-        "few" => col(|m| m.few),
-    )?)
+    let labelled: Vec<(String, BranchMetrics)> = rows.iter().map(|m| (method.to_string(), m.clone())).collect();
+    let mut df = crate::eval::metrics_frame(&labelled)?;
+    df.rename("run", "method".into())?;
+    Ok(df)
 }
 
 /// The training log as a table.

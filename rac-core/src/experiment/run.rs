@@ -27,7 +27,7 @@ use crate::data::{DataOverrides, Dataset};
 use crate::encoders::{ImageEncoderSpec, TextEncoder, TextEncoderSpec, TokenBatch};
 use crate::error::{Error, Result};
 use crate::eval::{Branch, BranchMetrics, evaluate, per_class_frame};
-use crate::features::{EncodeOptions, EncodeProgress, Features, FeatureStore};
+use crate::features::{BarProgress, EncodeOptions, Features, FeatureStore};
 use crate::fsio;
 use crate::index::{Neighbours, QuerySet, RetrievalIndex, Source};
 use crate::model::{LongTailLoss, Mode, RacModel, RetrievalBatch, TrainableTextEncoder, Widths};
@@ -94,35 +94,6 @@ pub struct Prepared {
     pub index: RetrievalIndex,
 }
 
-struct BarProgress(Option<indicatif::ProgressBar>, bool);
-
-impl EncodeProgress for BarProgress {
-    fn start(&mut self, total: usize, what: &str) {
-        if self.1 {
-            let bar = indicatif::ProgressBar::new(total as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {per_sec}, {eta} left")
-                    .expect("a valid template"),
-            );
-            bar.set_message(what.to_string());
-            self.0 = Some(bar);
-        }
-    }
-    fn advance(&mut self, done: usize) {
-        if let Some(b) = &self.0 {
-            b.set_position(done as u64);
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = self.0.take() {
-            b.finish_and_clear();
-        }
-    }
-    fn warn(&mut self, message: &str) {
-        eprintln!("warning: {message}");
-    }
-}
-
 fn select_rows(f: &Features, rows: &[usize]) -> Result<Features> {
     let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<u32>>(), rows.len(), f.vectors.device())?;
     Ok(Features {
@@ -161,7 +132,7 @@ impl Prepared {
         let encoder = ImageEncoderSpec::parse(&exp.encoder.image)?.load(&env.cache, &device)?;
         let store = FeatureStore::in_cache(&env.cache);
         let opts = EncodeOptions::default();
-        let mut progress = BarProgress(None, env.progress);
+        let mut progress = BarProgress::new(env.progress);
         let (train_all, _) = store.get_or_encode(&dataset, crate::data::SplitKind::Train, encoder.as_ref(), &opts, &mut progress)?;
         let (train, eval, eval_split) = if exp.data.val_per_class > 0 {
             let (keep, held) = hold_out(&train_all.labels, dataset.num_classes(), exp.data.val_per_class, exp.train.seed);

@@ -2,15 +2,14 @@
 //! hit), and `rac encode knn`: the retrieval-only 1-NN accuracy of the cached features.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use rac_core::assets::AssetCache;
 use rac_core::data::{Dataset, SplitKind};
 use rac_core::encoders::{ImageEncoder, ImageEncoderSpec};
-use rac_core::features::{CacheOutcome, EncodeOptions, EncodeProgress, FeatureStore, Features, one_nn_accuracy};
+use rac_core::features::{BarProgress, CacheOutcome, EncodeOptions, FeatureStore, Features, one_nn_accuracy};
 
 use crate::data_cmd::PathArgs;
 
@@ -77,38 +76,6 @@ enum SplitArg {
 }
 
 /// An indicatif bar on stderr: images/s and time left.
-struct Bar(Option<ProgressBar>);
-
-impl EncodeProgress for Bar {
-    fn start(&mut self, total: usize, what: &str) {
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {rate}, {elapsed} elapsed, ETA {eta}")
-                .expect("valid template")
-                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.1} images/s", s.per_sec());
-                })
-                .progress_chars("=> "),
-        );
-        bar.set_message(what.to_string());
-        bar.enable_steady_tick(Duration::from_millis(500));
-        self.0 = Some(bar);
-    }
-    fn advance(&mut self, done: usize) {
-        if let Some(b) = &self.0 {
-            b.set_position(done as u64);
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = self.0.take() {
-            b.finish_and_clear();
-        }
-    }
-    fn warn(&mut self, message: &str) {
-        eprintln!("warning: {message}");
-    }
-}
-
 #[derive(serde::Serialize)]
 struct SplitReport {
     split: &'static str,
@@ -150,7 +117,7 @@ fn features(
     batch_size: usize,
 ) -> Result<(Features, SplitReport)> {
     let start = Instant::now();
-    let (f, outcome) = store.get_or_encode(ds, split, encoder, &EncodeOptions { batch_size }, &mut Bar(None))?;
+    let (f, outcome) = store.get_or_encode(ds, split, encoder, &EncodeOptions { batch_size }, &mut BarProgress::new(true))?;
     let seconds = start.elapsed().as_secs_f64();
     let (outcome, ips) = match outcome {
         CacheOutcome::Hit => ("cache hit", None),

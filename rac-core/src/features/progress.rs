@@ -1,0 +1,55 @@
+//! A terminal progress bar for encodings: images done, images/s, elapsed time and ETA.
+//! The CLI and the experiment runner show the same bar.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+
+use super::store::EncodeProgress;
+
+/// An [`EncodeProgress`] that draws an indicatif bar on stderr (or nothing when hidden).
+#[derive(Debug, Default)]
+pub struct BarProgress {
+    bar: Option<ProgressBar>,
+    hidden: bool,
+}
+
+impl BarProgress {
+    /// A bar that is drawn when `visible`.
+    pub fn new(visible: bool) -> Self {
+        BarProgress { bar: None, hidden: !visible }
+    }
+}
+
+impl EncodeProgress for BarProgress {
+    fn start(&mut self, total: usize, what: &str) {
+        if self.hidden {
+            return;
+        }
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {rate}, {elapsed} elapsed, ETA {eta}")
+                .expect("valid template")
+                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1} images/s", s.per_sec());
+                })
+                .progress_chars("=> "),
+        );
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(500));
+        self.bar = Some(bar);
+    }
+    fn advance(&mut self, done: usize) {
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+    fn warn(&mut self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+}
