@@ -23,7 +23,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer};
 
 use super::tokenize::{TextTokenizer, TokenBatch};
-use super::{TextEncoder, masked_mean};
+use super::TextEncoder;
 use crate::error::{Error, Result};
 use crate::fsio;
 
@@ -135,9 +135,6 @@ impl TextEncoder for RandomBow {
             }
         }
         Ok(Tensor::from_vec(out, (n, len, self.dim), &self.device)?)
-    }
-    fn pool(&self, batch: &TokenBatch) -> Result<Tensor> {
-        masked_mean(&self.token_features(batch)?, &batch.mask)
     }
 }
 
@@ -324,9 +321,6 @@ impl TextEncoder for LearnedBow {
     }
     fn token_features(&self, batch: &TokenBatch) -> Result<Tensor> {
         Ok(self.embedding.forward(&batch.ids)?.to_dtype(DType::F32)?)
-    }
-    fn pool(&self, batch: &TokenBatch) -> Result<Tensor> {
-        masked_mean(&self.token_features(batch)?, &batch.mask)
     }
     fn varmap(&self) -> Option<&VarMap> {
         Some(&self.varmap)

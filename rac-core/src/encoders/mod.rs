@@ -139,8 +139,11 @@ pub trait TextEncoder: Send + Sync {
     /// mask is 0.
     fn token_features(&self, batch: &TokenBatch) -> Result<Tensor>;
 
-    /// Pooled features `[n, d]` of a tokenised batch.
-    fn pool(&self, batch: &TokenBatch) -> Result<Tensor>;
+    /// Pooled features `[n, d]` of a tokenised batch; by default the mean of the token
+    /// features over the mask (the bag-of-words definition), which encoders override.
+    fn pool(&self, batch: &TokenBatch) -> Result<Tensor> {
+        masked_mean(&self.token_features(batch)?, &batch.mask)
+    }
 
     /// Pooled features `[n, d]` of a batch of strings.
     fn encode(&self, texts: &[&str]) -> Result<Tensor> {
