@@ -14,6 +14,7 @@
 //! | [`train`] | the training recipe: schedule, clipping |
 //! | [`eval`] | balanced top-1/top-5 and per-bucket accuracy, as polars tables |
 //! | [`experiment`] | experiments as values, run records on disk, sweeps |
+//! | [`progress`] | progress bars: in place on a terminal, throttled lines in notebooks and logs |
 //!
 //! Errors are [`Error`]; every one caused by user input names the file, line or field.
 
@@ -29,6 +30,7 @@ pub mod features;
 pub mod fsio;
 pub mod index;
 pub mod model;
+pub mod progress;
 pub mod train;
 
 pub use error::{Error, Result};

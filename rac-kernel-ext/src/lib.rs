@@ -1,1 +1,64 @@
+//! # rac-kernel-ext
+//!
+//! RAC in Jupyter notebooks on the evcxr Rust kernel. A notebook loads it with one line
+//! (the path is relative to the notebook's folder; `notebooks/` sits beside this crate):
+//!
+//! ```text
+//! :dep rac-kernel-ext = { path = "../rac-kernel-ext" }
+//! use rac_kernel_ext::prelude::*;
+//! ```
+//!
+//! The prelude re-exports what a notebook needs from `rac-core` and polars, and brings
+//! [`NotebookDisplay`] into scope, so that a cell whose last expression is one of these
+//! renders inline:
+//!
+//! | value | shown as |
+//! |---|---|
+//! | a polars `DataFrame` | an HTML table (numbers formatted, row and column limits) + text |
+//! | a [`RunRecord`](rac_core::experiment::RunRecord), a sweep's `(records, table)` | its metrics table with the run's identity |
+//! | a [`Chart`] (every `plot_*` helper) | a plotly figure (JupyterLab renders it offline) + a static SVG (GitHub, nbconvert) |
+//! | an [`ImageGrid`], a [`RetrievalPanel`] | HTML with inline PNG images |
+//!
+//! Long calls (encoding, index builds, training) print a progress line at most every
+//! 10 s in a notebook ([`rac_core::progress`]). Errors from `?` print the project's error
+//! message in the cell.
 
+#![warn(missing_docs)]
+
+pub mod display;
+pub mod figure;
+pub mod images;
+pub mod plots;
+pub mod workflows;
+
+pub use display::{Bundle, NotebookDisplay, TableLimits, html_table};
+pub use figure::{Chart, Series, SeriesKind};
+pub use images::{ImageGrid, RetrievalPanel, class_samples, image_grid, retrieval_panel};
+pub use plots::{plot_effect_of_k, plot_index_content, plot_index_tradeoff, plot_per_class_accuracy, plot_tau_sweep, plot_text_encoders};
+pub use workflows::{Thinning, bench_frame, config_value, eval_neighbours, fetch_assets, index_content_sweep, knn_table, knn_table_of, random_eval_items, rows_where, runs_table, stats_frame, thin_rows, train_source};
+
+/// The run environment of a notebook: `$RAC_HOME`'s caches, records under `runs_dir`,
+/// progress shown.
+pub fn notebook_env(runs_dir: impl Into<std::path::PathBuf>) -> rac_core::experiment::RunEnv {
+    rac_core::experiment::RunEnv { runs_dir: runs_dir.into(), progress: true, ..rac_core::experiment::RunEnv::from_env() }
+}
+
+/// Everything a notebook uses, in one import.
+pub mod prelude {
+    pub use crate::display::{Bundle, NotebookDisplay, TableLimits, html_table};
+    pub use crate::figure::{Chart, SeriesKind};
+    pub use crate::images::{ImageGrid, RetrievalPanel, class_samples, image_grid, retrieval_panel};
+    pub use crate::notebook_env;
+    pub use crate::plots::*;
+    pub use crate::workflows::*;
+    pub use polars::prelude::{Column, DataFrame, IntoLazy, col, lit};
+    pub use polars::df;
+    pub use rac_core::assets::AssetCache;
+    pub use rac_core::data::{Dataset, SplitKind};
+    pub use rac_core::experiment::demo::{demo_recipe, method_experiments, rac_branches, stacked_metrics, table3};
+    pub use rac_core::experiment::{self, Experiment, Prepared, RunEnv, RunRecord, Sweep, list_runs, load_runs, run, sweep, sweep_list};
+    pub use rac_core::index::bench::{BenchSpec, BenchRow};
+    pub use rac_core::index::{Backend, IndexConfig, Metric, QueryOptions, RetrievalIndex, Source};
+    pub use rac_core::{Error, Result};
+    pub use std::path::{Path, PathBuf};
+}

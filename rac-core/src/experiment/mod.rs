@@ -2,6 +2,7 @@
 //! records load back as polars DataFrames for comparison.
 
 pub mod config;
+pub mod demo;
 pub mod record;
 pub mod run;
 pub mod sweep;

@@ -1,7 +1,6 @@
 //! A terminal progress bar for encodings: images done, images/s, elapsed time and ETA.
-//! The CLI and the experiment runner show the same bar.
-
-use std::time::Duration;
+//! The CLI and the experiment runner show the same bar; off a terminal (a notebook) it is
+//! a throttled line (see [`crate::progress`]).
 
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
@@ -12,12 +11,13 @@ use super::store::EncodeProgress;
 pub struct BarProgress {
     bar: Option<ProgressBar>,
     hidden: bool,
+    what: String,
 }
 
 impl BarProgress {
     /// A bar that is drawn when `visible`.
     pub fn new(visible: bool) -> Self {
-        BarProgress { bar: None, hidden: !visible }
+        BarProgress { bar: None, hidden: !visible, what: String::new() }
     }
 }
 
@@ -26,8 +26,8 @@ impl EncodeProgress for BarProgress {
         if self.hidden {
             return;
         }
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
+        let bar = crate::progress::bar(
+            total as u64,
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {rate}, {elapsed} elapsed, ETA {eta}")
                 .expect("valid template")
                 .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
@@ -36,7 +36,7 @@ impl EncodeProgress for BarProgress {
                 .progress_chars("=> "),
         );
         bar.set_message(what.to_string());
-        bar.enable_steady_tick(Duration::from_millis(500));
+        self.what = what.to_string();
         self.bar = Some(bar);
     }
     fn advance(&mut self, done: usize) {
@@ -46,7 +46,7 @@ impl EncodeProgress for BarProgress {
     }
     fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
+            crate::progress::finish(&b, &self.what, "images");
         }
     }
     fn warn(&mut self, message: &str) {

@@ -222,7 +222,7 @@ pub fn train(
         }
     }
     if let Some(b) = bar {
-        b.finish_and_clear();
+        crate::progress::finish(&b, "training", "batches");
     }
     Ok(log)
 }
@@ -239,13 +239,12 @@ fn progress_bar(show: bool, total: usize) -> Option<indicatif::ProgressBar> {
     if !show {
         return None;
     }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
+    Some(crate::progress::bar(
+        total as u64,
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} batches, {per_sec}, {eta} left")
             .expect("a valid template")
             .progress_chars("=> "),
-    );
-    Some(bar)
+    ))
 }
 
 /// Run the model over every item in batches; outputs are concatenated in item order.

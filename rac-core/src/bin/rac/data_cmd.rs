@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use rac_core::assets::AssetCache;
-use rac_core::data::{DataManifest, DataOverrides, Dataset};
+use rac_core::data::{DataOverrides, Dataset};
 
 /// The `data` command group.
 #[derive(Subcommand)]
@@ -38,16 +38,6 @@ impl PathArgs {
     pub fn overrides(&self) -> DataOverrides {
         DataOverrides { split_dir: self.split_dir.clone(), image_root: self.image_root.clone() }
     }
-}
-
-/// The embedded default data set, so that `rac demo` runs from anywhere.
-pub const DEFAULT_MANIFEST: &str = include_str!("../../../../data-manifests/fashion-mnist-lt.toml");
-
-/// Load the embedded Fashion-MNIST-LT.
-pub fn embedded_default(cache: &AssetCache) -> Result<Dataset> {
-    let path = PathBuf::from("<embedded>/data-manifests/fashion-mnist-lt.toml");
-    let manifest = DataManifest::parse(&path, DEFAULT_MANIFEST)?;
-    Ok(Dataset::from_manifest(manifest, &path, &DataOverrides::default(), cache)?)
 }
 
 pub fn run(cmd: DataCmd, cache: &AssetCache) -> Result<()> {

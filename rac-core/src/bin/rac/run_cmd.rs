@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 use polars::prelude::*;
-use rac_core::experiment::{self, Experiment, RunEnv, Sweep};
+use rac_core::experiment::{self, Experiment, RunEnv, Sweep, demo};
 
 use crate::data_cmd::PathArgs;
 
@@ -102,51 +102,19 @@ pub fn rows_as_json(df: &DataFrame) -> Result<Vec<serde_json::Map<String, serde_
     Ok(rows)
 }
 
-/// The demo's recipe, embedded so that `rac demo` runs from any folder.
-const DEMO_RECIPE: &str = include_str!("../../../../experiments/demo.toml");
-
-/// The five runs of the demo: (method, mode, loss).
-const DEMO_RUNS: [(&str, &str, &str); 5] =
-    [("CE", "base", "ce"), ("BalCE", "base", "balce"), ("LACE", "base", "lace"), ("retrieval", "retrieval", "lace"), ("RAC", "rac", "lace")];
-
-/// The demo's experiments; the manifest is the repository's, or the embedded copy.
-pub fn demo_experiments(cache: &rac_core::assets::AssetCache) -> Result<Vec<Experiment>> {
-    let mut base = Experiment::parse(Path::new("<embedded>/experiments/demo.toml"), DEMO_RECIPE)?;
-    if !base.data.manifest.is_file() {
-        let path = cache.home().join("manifests").join("fashion-mnist-lt.toml");
-        rac_core::fsio::write_atomic(&path, crate::data_cmd::DEFAULT_MANIFEST.as_bytes())?;
-        base.data.manifest = path;
-    }
-    let mut out = Vec::new();
-    for (method, mode, loss) in DEMO_RUNS {
-        let mut e = base.with("model.mode", &format!("\"{mode}\""))?.with("loss.kind", &format!("\"{loss}\""))?;
-        e.name = format!("demo-{}", method.to_lowercase());
-        out.push(e);
-    }
-    Ok(out)
-}
-
 /// `rac demo`: the Table-3 view of the five runs, then the RAC model's branches.
 pub fn demo(args: &RunArgs) -> Result<()> {
     let env = args.env();
-    let exps = demo_experiments(&env.cache)?;
+    let exps = demo::demo_experiments(&env.cache)?;
     let started = std::time::Instant::now();
     let (records, _) = experiment::sweep_list(&exps, &env)?;
-    let mut table = records[0].metrics.clone();
-    for r in &records[1..] {
-        table.vstack_mut(&r.metrics)?;
-    }
+    let table = demo::stacked_metrics(&records)?;
     if args.json {
         return print_table(&table, true);
     }
-    let headline = table
-        .clone()
-        .lazy()
-        .filter(col("branch").eq(lit("fused")).or(col("method").neq(lit("RAC"))))
-        .select([col("method"), col("top1").alias("all"), col("many"), col("medium"), col("few")])
-        .collect()?;
+    let headline = demo::table3(&table)?;
     println!("Fashion-MNIST-LT, balanced test accuracy (%), as the paper's Table 3:\n{headline}");
-    let rac = table.clone().lazy().filter(col("method").eq(lit("RAC"))).select([col("branch"), col("top1").alias("all"), col("many"), col("medium"), col("few")]).collect()?;
+    let rac = demo::rac_branches(&table)?;
     println!("\nThe RAC model's branches:\n{rac}");
     println!("\nrecords under {}; {:.1} s", env.runs_dir.display(), started.elapsed().as_secs_f64());
     Ok(())

@@ -1,0 +1,97 @@
+//! The demo: the embedded default data set and recipe, its five runs, and the paper's
+//! Table-3 view of their records. `rac demo` and the quickstart notebook share it.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use super::{Experiment, RunRecord};
+use crate::assets::AssetCache;
+use crate::data::{DataManifest, DataOverrides, Dataset};
+use crate::error::Result;
+use crate::fsio;
+
+/// The default data set's manifest (Fashion-MNIST-LT), embedded so the demo runs anywhere.
+pub const DEFAULT_MANIFEST: &str = include_str!("../../../data-manifests/fashion-mnist-lt.toml");
+
+/// The demo's shared recipe (`experiments/demo.toml`), embedded.
+pub const DEMO_RECIPE: &str = include_str!("../../../experiments/demo.toml");
+
+/// The five runs of the demo: (method, mode, loss).
+pub const DEMO_RUNS: [(&str, &str, &str); 5] =
+    [("CE", "base", "ce"), ("BalCE", "base", "balce"), ("LACE", "base", "lace"), ("retrieval", "retrieval", "lace"), ("RAC", "rac", "lace")];
+
+/// Load the embedded Fashion-MNIST-LT.
+pub fn embedded_default(cache: &AssetCache) -> Result<Dataset> {
+    let path = PathBuf::from("<embedded>/data-manifests/fashion-mnist-lt.toml");
+    let manifest = DataManifest::parse(&path, DEFAULT_MANIFEST)?;
+    Dataset::from_manifest(manifest, &path, &DataOverrides::default(), cache)
+}
+
+/// The path of the default manifest: the repository's copy when the working folder is the
+/// repository, else the embedded copy written under `$RAC_HOME/manifests`.
+pub fn default_manifest_path(cache: &AssetCache) -> Result<PathBuf> {
+    let here = PathBuf::from("data-manifests/fashion-mnist-lt.toml");
+    if here.is_file() {
+        return Ok(here);
+    }
+    let path = cache.home().join("manifests").join("fashion-mnist-lt.toml");
+    fsio::write_atomic(&path, DEFAULT_MANIFEST.as_bytes())?;
+    Ok(path)
+}
+
+/// The demo's base recipe; its manifest is the repository's, or the embedded copy.
+pub fn demo_recipe(cache: &AssetCache) -> Result<Experiment> {
+    let mut base = Experiment::parse(Path::new("<embedded>/experiments/demo.toml"), DEMO_RECIPE)?;
+    if !base.data.manifest.is_file() {
+        base.data.manifest = default_manifest_path(cache)?;
+    }
+    Ok(base)
+}
+
+/// The five experiments of the demo from a base recipe: CE, BalCE and LACE base only,
+/// retrieval only and RAC (both under LACE), named `<prefix>-<method>`.
+pub fn method_experiments(base: &Experiment, prefix: &str) -> Result<Vec<Experiment>> {
+    let mut out = Vec::new();
+    for (method, mode, loss) in DEMO_RUNS {
+        let mut e = base.with("model.mode", &format!("\"{mode}\""))?.with("loss.kind", &format!("\"{loss}\""))?;
+        e.name = format!("{prefix}-{}", method.to_lowercase());
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The demo's five experiments.
+pub fn demo_experiments(cache: &AssetCache) -> Result<Vec<Experiment>> {
+    method_experiments(&demo_recipe(cache)?, "demo")
+}
+
+/// Every record's metrics in one table (`method`, `branch`, `top1`, …).
+pub fn stacked_metrics(records: &[RunRecord]) -> Result<DataFrame> {
+    let mut table = records.first().map(|r| r.metrics.clone()).unwrap_or_default();
+    for r in records.iter().skip(1) {
+        table.vstack_mut(&r.metrics)?;
+    }
+    Ok(table)
+}
+
+/// The paper's Table 3: one row per method (RAC by its fused output) with `all`, `many`,
+/// `medium`, `few`.
+pub fn table3(metrics: &DataFrame) -> Result<DataFrame> {
+    Ok(metrics
+        .clone()
+        .lazy()
+        .filter(col("branch").eq(lit("fused")).or(col("method").neq(lit("RAC"))))
+        .select([col("method"), col("top1").alias("all"), col("many"), col("medium"), col("few")])
+        .collect()?)
+}
+
+/// The RAC model's three outputs (base, retrieval, fused) per bucket.
+pub fn rac_branches(metrics: &DataFrame) -> Result<DataFrame> {
+    Ok(metrics
+        .clone()
+        .lazy()
+        .filter(col("method").eq(lit("RAC")))
+        .select([col("branch"), col("top1").alias("all"), col("many"), col("medium"), col("few")])
+        .collect()?)
+}

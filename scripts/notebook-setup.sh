@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Notebook set-up: JupyterLab (with plotly's renderer, so plots draw offline), the evcxr Rust
+# kernel, and evcxr's compile cache. Everything lands under $RAC_HOME (default
+# ~/.cache/rac); nothing is installed system-wide. Idempotent: a second run only checks.
+#
+#   $RAC_HOME/jupyter/venv      JupyterLab, nbclient, nbconvert, papermill, plotly
+#   $RAC_HOME/tools/bin         evcxr_jupyter (cargo install, pinned, --locked)
+#   $RAC_HOME/jupyter/evcxr     EVCXR_CONFIG_DIR: init.evcxr with `:cache 4096`
+#
+# Usage: scripts/notebook-setup.sh            then: source scripts/notebook-env.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/notebook-env.sh
+
+EVCXR_VERSION=0.22.0
+PY_PACKAGES=(jupyterlab==4.6.6 jupyter_server==2.21.1 nbclient==0.11.0 nbconvert==7.17.2
+  papermill==2.7.0 ipykernel plotly==7.1.0)
+
+if [[ ! -x "$RAC_JUPYTER_VENV/bin/jupyter-lab" ]]; then
+  echo "notebook-setup: creating the Jupyter venv" >&2
+  python3 -m venv "$RAC_JUPYTER_VENV"
+  "$RAC_JUPYTER_VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+if ! "$RAC_TOOLS/bin/evcxr_jupyter" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
+  echo "notebook-setup: building evcxr_jupyter $EVCXR_VERSION (about 6 min on 2 cores)" >&2
+  # Its own target folder: evcxr's build must not share ours (different profile, locked deps).
+  CARGO_TARGET_DIR="$RAC_HOME/tools/target" \
+    cargo install -q --locked --root "$RAC_TOOLS" evcxr_jupyter --version "$EVCXR_VERSION"
+  rm -rf "$RAC_HOME/tools/target"
+fi
+
+# The kernel spec goes into the venv's data folder (JUPYTER_DATA_DIR), so that only this
+# Jupyter sees it; evcxr_jupyter --install rewrites it, which keeps it idempotent.
+"$RAC_TOOLS/bin/evcxr_jupyter" --install >/dev/null
+mkdir -p "$EVCXR_CONFIG_DIR"
+printf '%s\n' ':cache 4096' > "$EVCXR_CONFIG_DIR/init.evcxr"
+echo "notebook-setup: ready (kernel 'rust' in $JUPYTER_DATA_DIR/kernels/rust)" >&2

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Execute the notebooks headless on the evcxr Rust kernel, in a real Jupyter kernel
+(nbclient), and check what each cell produced.
+
+  run_notebooks.py [--ci] [--write] [NAME ...]
+
+--ci     inject the small parameter values of ci-params.json after each notebook's
+         `parameters` cell (papermill's convention: an `injected-parameters` cell), so the
+         run is short; the committed defaults stay the real ones.
+--write  write the executed notebooks back into notebooks/ (what is committed); otherwise
+         they go to $RAC_HOME/notebook-runs/.
+
+A notebook passes when no cell errors (except cells tagged `raises-exception`), every cell
+tagged `table` produced text/html, every cell tagged `plot` produced the plotly bundle
+(application/vnd.plotly.v1+json) and the static fallback (image/svg+xml), and every cell
+tagged `error-demo` shows the project's error message (`error-message` in its metadata).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+HERE = Path(__file__).resolve().parent
+
+
+def inject(nb, params):
+    """Insert an injected-parameters cell after the parameters cell."""
+    idx = next((i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if idx is None:
+        raise SystemExit("notebook has no cell tagged `parameters`")
+    src = "// Parameters injected for a short run.\n" + "\n".join(f"let {k} = {v};" for k, v in params.items())
+    cell = nbformat.v4.new_code_cell(src)
+    cell.metadata["tags"] = ["injected-parameters"]
+    cell.pop("id", None)
+    nb.cells.insert(idx + 1, cell)
+
+
+def outputs_data(cell):
+    data = {}
+    for o in cell.get("outputs", []):
+        data.update(o.get("data", {}))
+    return data
+
+
+def text_of(cell):
+    parts = []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "stream":
+            parts.append(o.get("text", ""))
+        elif o.get("output_type") == "error":
+            parts.append(o.get("evalue", "") + "\n" + "\n".join(o.get("traceback", [])))
+        else:
+            parts.append(o.get("data", {}).get("text/plain", ""))
+    return "".join(p if isinstance(p, str) else "".join(p) for p in parts)
+
+
+def check(nb):
+    problems = []
+    counts = {"table": 0, "plot": 0, "error-demo": 0}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        tags = cell.get("metadata", {}).get("tags", [])
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        data = outputs_data(cell)
+        where = f"cell {i} ({cell.source.splitlines()[0][:60] if cell.source else ''})"
+        if errors and "raises-exception" not in tags:
+            problems.append(f"{where}: error {errors[0].get('ename')}: {errors[0].get('evalue')}")
+        if "table" in tags:
+            counts["table"] += 1
+            if "text/html" not in data:
+                problems.append(f"{where}: tagged table but produced no text/html (got {sorted(data)})")
+        if "plot" in tags:
+            counts["plot"] += 1
+            for mime in ("application/vnd.plotly.v1+json", "image/svg+xml"):
+                if mime not in data:
+                    problems.append(f"{where}: tagged plot but produced no {mime} (got {sorted(data)})")
+        if "error-demo" in tags:
+            counts["error-demo"] += 1
+            want = cell.metadata.get("error-message", "")
+            got = text_of(cell)
+            if not want or want not in got:
+                problems.append(f"{where}: expected the error message {want!r}, got {got[-300:]!r}")
+            if "panicked" in got:
+                problems.append(f"{where}: the error cell panicked instead of returning the error")
+    return problems, counts
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ci", action="store_true")
+    ap.add_argument("--write", action="store_true")
+    ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("names", nargs="*")
+    args = ap.parse_args()
+    params = json.loads((HERE / "ci-params.json").read_text()) if args.ci else {}
+    names = args.names or sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    out_dir = NOTEBOOKS if args.write else Path(os.environ.get("RAC_HOME", Path.home() / ".cache/rac")) / "notebook-runs"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed, summary = [], []
+    total_start = time.time()
+    for name in names:
+        path = NOTEBOOKS / f"{name.removesuffix('.ipynb')}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        if args.ci and path.stem in params:
+            inject(nb, params[path.stem])
+        start = time.time()
+        client = NotebookClient(nb, kernel_name="rust", timeout=args.timeout, resources={"metadata": {"path": str(NOTEBOOKS)}})
+        error = None
+        try:
+            client.execute()
+        except CellExecutionError as e:
+            error = str(e).splitlines()[-1] if str(e) else repr(e)
+        except Exception as e:  # a dead kernel, a timeout
+            error = f"{type(e).__name__}: {e}"
+        secs = time.time() - start
+        problems, counts = check(nb)
+        if error:
+            problems.insert(0, f"execution stopped: {error}")
+        nbformat.write(nb, out_dir / path.name)
+        status = "ok" if not problems else "FAILED"
+        print(f"{path.name}: {status} in {secs:.0f} s ({counts['table']} tables, {counts['plot']} plots)", flush=True)
+        for p in problems:
+            print(f"  - {p}", flush=True)
+        summary.append({"notebook": path.name, "ok": not problems, "seconds": round(secs, 1), **counts})
+        if problems:
+            failed.append(path.name)
+    total = time.time() - total_start
+    print(f"notebooks: {len(names) - len(failed)}/{len(names)} passed in {total:.0f} s; executed copies in {out_dir}")
+    (out_dir / "summary.json").write_text(json.dumps({"seconds": round(total, 1), "notebooks": summary}, indent=1))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
