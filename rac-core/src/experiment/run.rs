@@ -128,7 +128,7 @@ impl Prepared {
     /// Load the data, encode (or read) the features, and build (or open) the index.
     pub fn new(exp: &Experiment, env: &RunEnv) -> Result<Self> {
         let dataset = Dataset::load(&exp.data.manifest, &env.overrides, &env.cache)?;
-        let device = Device::Cpu;
+        let device = exp.train.device.resolve("train.device")?;
         let encoder = ImageEncoderSpec::parse(&exp.encoder.image)?.load(&env.cache, &device)?;
         let store = FeatureStore::in_cache(&env.cache);
         let opts = EncodeOptions::default();
@@ -260,7 +260,7 @@ pub fn frozen_text_features(encoder: &dyn TextEncoder, texts: &[String], cache_d
 /// Run one experiment on prepared inputs and save its record.
 pub fn run_prepared(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RunRecord> {
     let started = Instant::now();
-    let device = Device::Cpu;
+    let device = exp.train.device.resolve("train.device")?;
     let r = &exp.retrieval;
     let num_classes = prep.dataset.num_classes();
     let mut counts = vec![0usize; num_classes];
@@ -303,6 +303,7 @@ pub fn run_prepared(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Resu
             eval_in.retrieval = Some(RetrievalBatch::Embedded(frozen_text_features(encoder.as_ref(), &eval_texts, &dir)?));
         }
     }
+    let (train_in, eval_in) = (train_in.to_device(&device)?, eval_in.to_device(&device)?);
     let widths = Widths { base_dim: prep.train.dim(), text_dim, num_classes };
     let model = RacModel::new(&exp.model, widths, text, exp.train.seed, &device)?;
     let loss = LongTailLoss::new(&exp.loss, &counts, &device)?;

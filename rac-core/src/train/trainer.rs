@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::{AdamW, CosineWarmup, OptimConfig, clip_grad_norm};
+use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::eval::{Branch, evaluate};
 use crate::fsio;
@@ -42,6 +43,11 @@ pub struct TrainConfig {
     /// Evaluate on the test split every this many epochs (0: only at the end).
     #[serde(default)]
     pub eval_every: usize,
+    /// Where the model trains: `auto` (a CUDA device when the build has CUDA and one
+    /// answers, else the CPU), `cpu` or `cuda:N`. Left out of the saved configuration
+    /// while `auto`, so that records made before the setting existed keep their hash.
+    #[serde(default, skip_serializing_if = "DeviceChoice::is_auto")]
+    pub device: DeviceChoice,
 }
 
 fn default_epochs() -> usize {
@@ -67,6 +73,7 @@ impl Default for TrainConfig {
             warmup_lr: default_small_lr(),
             min_lr: default_small_lr(),
             eval_every: 0,
+            device: DeviceChoice::Auto,
         }
     }
 }
@@ -91,6 +98,26 @@ impl Inputs {
     /// Whether there are no items.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The device the inputs live on (the CPU when there are none).
+    pub fn device(&self) -> Device {
+        match (&self.base, &self.retrieval) {
+            (Some(t), _) | (None, Some(RetrievalBatch::Embedded(t))) | (None, Some(RetrievalBatch::Tokens { ids: t, .. })) => t.device().clone(),
+            (None, None) => Device::Cpu,
+        }
+    }
+
+    /// A copy on `device`.
+    pub fn to_device(&self, device: &Device) -> Result<Inputs> {
+        let retrieval = match &self.retrieval {
+            None => None,
+            Some(RetrievalBatch::Embedded(t)) => Some(RetrievalBatch::Embedded(t.to_device(device)?)),
+            Some(RetrievalBatch::Tokens { ids, mask }) => {
+                Some(RetrievalBatch::Tokens { ids: ids.to_device(device)?, mask: mask.to_device(device)? })
+            }
+        };
+        Ok(Inputs { base: self.base.as_ref().map(|t| t.to_device(device)).transpose()?, retrieval, labels: self.labels.clone() })
     }
 
     /// The rows `idx` as a batch.
@@ -159,7 +186,7 @@ pub fn train(
     if config.batch_size == 0 || config.epochs == 0 {
         return Err(Error::InvalidInput("train.batch_size and train.epochs must be at least 1".into()));
     }
-    let device = Device::Cpu;
+    let device = train.device();
     let n = train.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let schedule = CosineWarmup {
@@ -249,7 +276,7 @@ fn progress_bar(show: bool, total: usize) -> Option<indicatif::ProgressBar> {
 
 /// Run the model over every item in batches; outputs are concatenated in item order.
 pub fn predict(model: &RacModel, inputs: &Inputs, batch_size: usize) -> Result<Outputs> {
-    let device = Device::Cpu;
+    let device = inputs.device();
     let n = inputs.len();
     let (mut base, mut ret, mut fused) = (Vec::new(), Vec::new(), Vec::new());
     for start in (0..n).step_by(batch_size.max(1)) {
@@ -291,7 +318,8 @@ fn load_checkpoint(path: &Path, model: &RacModel, optim: &mut AdamW) -> Result<O
         .and_then(|m| m.get("state"))
         .and_then(|s| serde_json::from_str(s).ok())
         .ok_or_else(|| bad("the checkpoint has no training state".into()))?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+    let device = model.vars().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &device)?;
     for (name, var) in model.vars() {
         let t = tensors.get(&format!("model.{name}")).ok_or_else(|| bad(format!("missing tensor model.{name}")))?;
         if t.dims() != var.dims() {

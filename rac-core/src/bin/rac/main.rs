@@ -62,6 +62,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The devices this build can use: CPU, CUDA devices, driver and runtime versions, and
+    /// whether the build has the `cuda` feature.
+    Doctor {
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The main job: fetch the assets, then run CE, BalCE, LACE, retrieval-only and RAC on
     /// the embedded Fashion-MNIST-LT and print the paper's Table-3 view.
     Demo(run_cmd::RunArgs),
@@ -91,6 +98,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { experiment, args } => run_cmd::run(&experiment, &args),
         Command::Sweep { experiment, sets, args } => run_cmd::sweep(&experiment, &sets, &args),
         Command::Runs { runs_dir, json } => run_cmd::runs(&runs_dir, json),
+        Command::Doctor { json } => {
+            let report = rac_core::device::DeviceReport::probe();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
         Command::Demo(args) => {
             rac_core::assets::fetch(&cache, &[], &mut |line| eprintln!("{line}"))?;
             if !args.json {

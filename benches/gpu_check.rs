@@ -1,0 +1,269 @@
+//! The GPU check: CPU/CUDA agreement and RAC training throughput, in one table.
+//!
+//! - agreement (f32, within 1e-4 of the CPU, relative to the output's scale): every loss
+//!   (value and gradient), the fusion, a MiniLM forward pass (BERT, mean pooling, L2) and an
+//!   EfficientNet-Lite0 forward pass. The networks have random weights of the real shapes
+//!   (`Weights::synthetic`), identical on both devices, so no asset is needed there;
+//! - throughput: RAC training steps (ViT-B/16 base branch fine-tuned, 224x224, batch 64,
+//!   LACE on the fused logits, AdamW over every parameter) in f32 and in bf16 (parameters and
+//!   activations bf16), on inputs already on the device;
+//! - PyTorch eager on the same-shaped ViT-B/16 step, when `python3` there has torch with CUDA
+//!   (`benches/gpu/torch_vit_step.py`), and our throughput as a ratio of it.
+//!
+//! Run it through `scripts/gpu-check.sh`. `--cpu-smoke` runs every part on the CPU with
+//! tiny shapes (the test suite does, so the check cannot rot on machines without a GPU).
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use rac_core::data::Preprocess;
+use rac_core::encoders::{EfficientNet, EfficientNetConfig, ImageEncoder, VitConfig, VitEncoder, Weights, l2_normalize, masked_mean};
+use rac_core::model::{Batch, LongTailLoss, LossConfig, LossKind, ModelConfig, RacModel, RetrievalBatch, Widths, fuse_logits};
+use rac_core::train::{AdamW, OptimConfig};
+use rand::{Rng, SeedableRng};
+
+const TOLERANCE: f64 = 1e-4;
+
+/// all-MiniLM-L6-v2's BERT shape (its `config.json`).
+const MINILM_CONFIG: &str = r#"{"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+  "intermediate_size": 1536, "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "max_position_embeddings": 512,
+  "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+  "position_embedding_type": "absolute", "use_cache": true, "classifier_dropout": null, "model_type": "bert"}"#;
+
+struct Args {
+    cpu_smoke: bool,
+    steps: usize,
+    batch: usize,
+    torch_script: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args { cpu_smoke: false, steps: 10, batch: 64, torch_script: "benches/gpu/torch_vit_step.py".into() };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--cpu-smoke" => a.cpu_smoke = true,
+            "--steps" => a.steps = value("--steps")?.parse().context("--steps: a number")?,
+            "--batch" => a.batch = value("--batch")?.parse().context("--batch: a number")?,
+            "--torch-script" => a.torch_script = value("--torch-script")?,
+            "-h" | "--help" => {
+                println!("gpu_check [--cpu-smoke] [--steps N (10)] [--batch N (64)] [--torch-script PATH]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument `{other}` (see --help)"),
+        }
+    }
+    if a.steps == 0 || a.batch == 0 {
+        bail!("--steps and --batch must be at least 1");
+    }
+    Ok(a)
+}
+
+/// One row of the table.
+struct Row {
+    item: String,
+    value: String,
+    ok: Option<bool>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("gpu_check: some items disagree (see the table)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gpu_check: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<bool> {
+    let args = parse_args()?;
+    let device = if args.cpu_smoke {
+        Device::Cpu
+    } else {
+        if !rac_core::device::cuda_compiled() {
+            bail!("this gpu_check was built without CUDA: build it with `--features cuda` (README: Building with CUDA)");
+        }
+        Device::new_cuda(0).map_err(|e| anyhow::anyhow!("no CUDA device found ({e}); run this on a machine with an NVIDIA GPU and driver"))?
+    };
+    let started = Instant::now();
+    println!("{}", rac_core::device::DeviceReport::probe());
+    let mut rows = Vec::new();
+    agreement(&device, args.cpu_smoke, &mut rows)?;
+    throughput(&device, &args, &mut rows)?;
+    let w = rows.iter().map(|r| r.item.len()).max().unwrap_or(4).max(4);
+    println!("\n| {:w$} | {:>34} | ok |", "item", "value");
+    println!("|{}|{}|----|", "-".repeat(w + 2), "-".repeat(36));
+    for r in &rows {
+        let ok = match r.ok {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        println!("| {:w$} | {:>34} | {ok:>2} |", r.item, r.value);
+    }
+    println!("\n{} on {:?}, {:.0} s in all", if args.cpu_smoke { "cpu smoke run" } else { "GPU check" }, device.location(), started.elapsed().as_secs_f64());
+    Ok(rows.iter().all(|r| r.ok != Some(false)))
+}
+
+fn random(shape: &[usize], seed: u64) -> Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    Ok(Tensor::from_vec((0..n).map(|_| rng.random_range(-1f32..1f32)).collect::<Vec<f32>>(), shape, &Device::Cpu)?)
+}
+
+/// Max |a - b| over the elements, and whether it is within the tolerance of `a`'s scale.
+fn compare(a: &Tensor, b: &Tensor) -> Result<(f64, bool)> {
+    let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?;
+    let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?;
+    let diff = (&a - &b)?.abs()?.max(0)?.to_scalar::<f64>()?;
+    let scale = a.abs()?.max(0)?.to_scalar::<f64>()?.max(1.0);
+    Ok((diff, diff <= TOLERANCE * scale && diff.is_finite()))
+}
+
+fn push_compare(rows: &mut Vec<Row>, item: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    let (diff, ok) = compare(a, b)?;
+    rows.push(Row { item: item.into(), value: format!("max |cpu - dev| = {diff:.2e}"), ok: Some(ok) });
+    Ok(())
+}
+
+fn agreement(dev: &Device, smoke: bool, rows: &mut Vec<Row>) -> Result<()> {
+    let cpu = Device::Cpu;
+    // Losses: a long-tailed 100-class problem, value and gradient with respect to the logits.
+    let (b, c) = (256, 100);
+    let counts: Vec<usize> = (0..c).map(|i| (500.0 * 0.95f64.powi(i as i32)).ceil() as usize).collect();
+    let logits = (random(&[b, c], 1)? * 4.0)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let targets: Vec<u32> = (0..b).map(|_| rng.random_range(0..c as u32)).collect();
+    for kind in [LossKind::Ce, LossKind::Balce, LossKind::Lace, LossKind::Ldam] {
+        let config = LossConfig { kind, ..LossConfig::default() };
+        let mut out = Vec::new();
+        for d in [&cpu, dev] {
+            let loss = LongTailLoss::new(&config, &counts, d)?;
+            let x = Var::from_tensor(&logits.to_device(d)?)?;
+            let l = loss.forward(x.as_tensor(), &Tensor::from_slice(&targets, b, d)?)?;
+            let g = l.backward()?.get(x.as_tensor()).context("a gradient for the logits")?.clone();
+            out.push((l, g));
+        }
+        push_compare(rows, &format!("loss {}", kind.display_name()), &out[0].0, &out[1].0)?;
+        push_compare(rows, &format!("loss {} gradient", kind.display_name()), &out[0].1, &out[1].1)?;
+    }
+    let (fb, fr) = (random(&[b, c], 3)?, random(&[b, c], 4)?);
+    let fused_cpu = fuse_logits(&fb, &fr)?;
+    let fused_dev = fuse_logits(&fb.to_device(dev)?, &fr.to_device(dev)?)?;
+    push_compare(rows, "fusion (Eq. 1)", &fused_cpu, &fused_dev)?;
+
+    // MiniLM: BERT forward, mean pooling over the mask, L2 normalisation.
+    let config: BertConfig = serde_json::from_str(MINILM_CONFIG)?;
+    let (n, len) = if smoke { (2, 12) } else { (16, 64) };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let ids: Vec<u32> = (0..n * len).map(|_| rng.random_range(1..config.vocab_size as u32)).collect();
+    let mask: Vec<u32> = (0..n * len).map(|i| u32::from(i % len < len - (i / len) % (len / 2))).collect();
+    let minilm = |d: &Device| -> Result<Tensor> {
+        let bert = Weights::synthetic(11, d).build(|vb| BertModel::load(vb, &config))?;
+        let ids = Tensor::from_slice(&ids, (n, len), d)?;
+        let mask = Tensor::from_slice(&mask, (n, len), d)?;
+        let hidden = bert.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
+        Ok(l2_normalize(&masked_mean(&hidden, &mask)?)?)
+    };
+    push_compare(rows, &format!("MiniLM forward [{n}x{len} tokens]"), &minilm(&cpu)?, &minilm(dev)?)?;
+
+    // EfficientNet-Lite0: the CPU's hand-written kernels against candle's ops on the device.
+    let n = if smoke { 1 } else { 8 };
+    let pixels = random(&[n, 3, 224, 224], 6)?;
+    // On the CPU alone (the smoke run), the device side is candle's ops, as run off the CPU.
+    let effnet = |d: &Device, candle_ops: bool| -> Result<Tensor> {
+        let net = EfficientNet::from_weights(&Weights::synthetic(12, d), EfficientNetConfig::lite0())?;
+        let x = pixels.to_device(d)?;
+        Ok(if candle_ops { net.features_candle_ops(&x)? } else { net.forward(&x)? })
+    };
+    push_compare(rows, &format!("EfficientNet-Lite0 forward [{n}x224x224]"), &effnet(&cpu, false)?, &effnet(dev, dev.is_cpu())?)?;
+    Ok(())
+}
+
+/// Samples per second of RAC training steps with a fine-tuned ViT base branch.
+fn rac_vit_throughput(dev: &Device, config: &VitConfig, batch: usize, steps: usize, dtype: DType) -> Result<f64> {
+    let (text_dim, classes) = (384, 1000);
+    let varmap = VarMap::new();
+    let preprocess = Preprocess { resize: config.image_size as u32, crop: config.image_size as u32, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };
+    let vit = VitEncoder::trainable(&Weights::synthetic(13, dev), config.clone(), preprocess, &varmap, dtype)?;
+    let widths = Widths { base_dim: config.hidden_size, text_dim, num_classes: classes };
+    let model = RacModel::new(&ModelConfig::default(), widths, None, 0, dev)?;
+    let counts: Vec<usize> = (0..classes).map(|i| 1 + (1000.0 * 0.995f64.powi(i as i32)) as usize).collect();
+    let loss_fn = LongTailLoss::new(&LossConfig { kind: LossKind::Lace, ..LossConfig::default() }, &counts, dev)?;
+    let mut vars: Vec<(String, Var)> = varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.extend(model.vars().iter().cloned());
+    let mut optim = AdamW::new(&vars, &OptimConfig::default())?;
+    let pixels = random(&[batch, 3, config.image_size, config.image_size], 7)?.to_device(dev)?;
+    let text = l2_normalize(&random(&[batch, text_dim], 8)?)?.to_device(dev)?;
+    let targets = Tensor::from_vec((0..batch as u32).map(|i| i % classes as u32).collect::<Vec<u32>>(), batch, dev)?;
+    let mut step = || -> Result<()> {
+        let features = vit.forward(&pixels)?.to_dtype(DType::F32)?;
+        let out = model.forward(&Batch { base: Some(features), retrieval: Some(RetrievalBatch::Embedded(text.clone())) })?;
+        let loss = loss_fn.forward(&out.fused, &targets)?;
+        let grads = loss.backward()?;
+        optim.step(&grads, 1e-5)?;
+        Ok(())
+    };
+    step()?; // warm-up: kernels loaded, memory pools grown
+    dev.synchronize()?;
+    let t = Instant::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    dev.synchronize()?;
+    Ok((batch * steps) as f64 / t.elapsed().as_secs_f64())
+}
+
+fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let (config, batch, steps) = if args.cpu_smoke {
+        let tiny = VitConfig { hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64, image_size: 32, ..VitConfig::base_patch16_224() };
+        (tiny, 2, 1)
+    } else {
+        (VitConfig::base_patch16_224(), args.batch, args.steps)
+    };
+    let shape = format!("{}x{}, batch {batch}", config.image_size, config.image_size);
+    let mut ours = Vec::new();
+    for (name, dtype) in [("f32", DType::F32), ("bf16", DType::BF16)] {
+        if dev.is_cpu() && dtype == DType::BF16 {
+            rows.push(Row { item: format!("RAC ViT-B/16 train {name}"), value: "skipped: no bf16 matmul on the CPU".into(), ok: None });
+            continue;
+        }
+        let sps = rac_vit_throughput(dev, &config, batch, steps, dtype).with_context(|| format!("the {name} training step"))?;
+        rows.push(Row { item: format!("RAC ViT-B/16 train {name} ({shape})"), value: format!("{sps:.1} samples/s"), ok: None });
+        ours.push((name, sps));
+    }
+    if args.cpu_smoke {
+        return Ok(());
+    }
+    let torch_ok = Command::new("python3").args(["-c", "import torch, torchvision; assert torch.cuda.is_available()"]).output().is_ok_and(|o| o.status.success());
+    if !torch_ok {
+        rows.push(Row { item: "PyTorch eager ViT-B/16".into(), value: "skipped: no torch with CUDA".into(), ok: None });
+        return Ok(());
+    }
+    let out = Command::new("python3")
+        .args([args.torch_script.as_str(), "--batch", &batch.to_string(), "--steps", &steps.to_string()])
+        .output()
+        .context("running the PyTorch step")?;
+    if !out.status.success() {
+        bail!("{} failed: {}", args.torch_script, String::from_utf8_lossy(&out.stderr));
+    }
+    let json: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii_end().rsplit(|&c| c == b'\n').next().unwrap_or(b"{}"))
+        .context("the PyTorch script's last line is JSON")?;
+    for (name, sps) in ours {
+        let theirs = json[name].as_f64().with_context(|| format!("the PyTorch script gave no {name} figure"))?;
+        rows.push(Row { item: format!("PyTorch eager ViT-B/16 train {name}"), value: format!("{theirs:.1} samples/s"), ok: None });
+        rows.push(Row { item: format!("ours / PyTorch, {name}"), value: format!("{:.2}x", sps / theirs), ok: None });
+    }
+    Ok(())
+}
