@@ -102,8 +102,14 @@ def main():
     ap.add_argument("names", nargs="*")
     args = ap.parse_args()
     params = json.loads((HERE / "ci-params.json").read_text()) if args.ci else {}
+    # The notebooks run one after another, so their kernels can share one evcxr build
+    # folder: the extension and rac-core (path crates, which `:cache` does not keep) are
+    # then compiled once, not once per notebook. Two kernels at once must not share it.
+    home = Path(os.environ.get("RAC_HOME", Path.home() / ".cache/rac"))
+    os.environ.setdefault("EVCXR_TMPDIR", str(home / "jupyter" / "evcxr-build"))
+    Path(os.environ["EVCXR_TMPDIR"]).mkdir(parents=True, exist_ok=True)
     names = args.names or sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-    out_dir = NOTEBOOKS if args.write else Path(os.environ.get("RAC_HOME", Path.home() / ".cache/rac")) / "notebook-runs"
+    out_dir = NOTEBOOKS if args.write else home / "notebook-runs"
     out_dir.mkdir(parents=True, exist_ok=True)
     failed, summary = [], []
     total_start = time.time()
