@@ -715,6 +715,49 @@ fn the_index_commands_work_end_to_end() {
     }
     assert_eq!(rows[0]["backend"], "exact");
     assert_eq!(rows[0]["recall_at_30"], 1.0);
-    let out = rac_in(w, &["index", "bench"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs vectors"));
+    let out = rac_in(w, &["index", "bench", "--npy", "synth", "--limit-base", "29"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need at least 30 base vectors"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `rac index bench` without vector arguments benchmarks a data set's training features
+/// (base) against its test features (queries), taken from the feature store and encoded on
+/// a miss. Here: a small cut of the real Fashion-MNIST-LT, real EfficientNet-Lite0 weights,
+/// a fresh store, and the limit flags.
+#[test]
+fn bench_on_feature_store_features_prints_one_json_array() {
+    let data = tempfile::tempdir().unwrap();
+    let manifest = rac_tests::tiny_fashion_set(data.path(), 8, 3);
+    let store = data.path().join("store");
+    let (m, st) = (manifest.to_str().unwrap(), store.to_str().unwrap());
+    let args = ["index", "bench", "--manifest", m, "--store", st, "--limit-base", "60", "--limit-queries", "25"];
+    let quick = ["--n-trees", "4", "--search-k", "200", "--single-queries", "5", "--json"];
+    let out = rac_in(data.path(), &[&args[..], &quick[..]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = ok(out);
+    assert!(stderr.contains("encoded") && stderr.contains("building hnsw"), "progress goes to stderr:\n{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is one JSON document");
+    let rows = rows.as_array().expect("a JSON array");
+    let backends: Vec<&str> = rows.iter().map(|r| r["backend"].as_str().unwrap()).collect();
+    assert_eq!(backends, ["exact", "hnsw", "arroy"]);
+    for r in rows {
+        assert_eq!(r["n_items"], 60, "{r}");
+        assert_eq!(r["n_queries"], 25, "{r}");
+        assert_eq!(r["dim"], 1280, "EfficientNet-Lite0 features: {r}");
+        for key in ["recall_at_1", "recall_at_10", "recall_at_30"] {
+            let v = r[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {r}"));
+            if r["backend"] == "exact" {
+                assert_eq!(v, 1.0, "{r}");
+            } else {
+                assert!(v > 0.0 && v <= 1.0, "{key} of {r}");
+            }
+        }
+        for key in ["build_s", "query_ms_p50", "query_ms_p99", "batched_qps"] {
+            assert!(r[key].as_f64().is_some_and(|v| v >= 0.0), "{key} missing in {r}");
+        }
+        assert!(r["batched_qps"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // A second run reads the store instead of encoding.
+    let out = rac_in(data.path(), &[&args[..], &quick[..]].concat());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache hit"), "{}", String::from_utf8_lossy(&out.stderr));
 }

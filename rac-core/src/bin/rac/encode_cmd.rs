@@ -1,7 +1,7 @@
 //! `rac encode`: encode a data set's splits into the feature store (a second call is a cache
 //! hit), and `rac encode knn`: the retrieval-only 1-NN accuracy of the cached features.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -60,10 +60,15 @@ struct EncodeArgs {
 
 impl EncodeArgs {
     fn store(&self, cache: &AssetCache) -> FeatureStore {
-        match &self.store {
-            Some(dir) => FeatureStore::new(dir),
-            None => FeatureStore::in_cache(cache),
-        }
+        feature_store(self.store.as_deref(), cache)
+    }
+}
+
+/// The feature store in `dir`, or the asset cache's.
+pub fn feature_store(dir: Option<&Path>, cache: &AssetCache) -> FeatureStore {
+    match dir {
+        Some(dir) => FeatureStore::new(dir),
+        None => FeatureStore::in_cache(cache),
     }
 }
 
@@ -75,9 +80,9 @@ enum SplitArg {
     All,
 }
 
-/// An indicatif bar on stderr: images/s and time left.
+/// How one split's features were obtained.
 #[derive(serde::Serialize)]
-struct SplitReport {
+pub struct SplitReport {
     split: &'static str,
     images: usize,
     dim: usize,
@@ -97,19 +102,26 @@ pub fn run(cmd: EncodeCmd, cache: &AssetCache) -> Result<()> {
 fn load(args: &EncodeArgs, cache: &AssetCache) -> Result<(Dataset, Box<dyn ImageEncoder>)> {
     let manifest = args.manifest.clone().expect("clap requires the manifest");
     let ds = Dataset::load(&manifest, &args.paths.overrides(), cache)?;
-    let mut spec = ImageEncoderSpec::parse(&args.encoder)?;
-    if let Some(size) = args.input_size {
+    let encoder = load_encoder(&args.encoder, args.input_size, cache)?;
+    Ok((ds, encoder))
+}
+
+/// An image encoder by name (`efficientnet-lite0`, `vit:DIR`, …) on the CPU; `input_size`
+/// overrides EfficientNet-Lite0's 224 px.
+pub fn load_encoder(name: &str, input_size: Option<u32>, cache: &AssetCache) -> Result<Box<dyn ImageEncoder>> {
+    let mut spec = ImageEncoderSpec::parse(name)?;
+    if let Some(size) = input_size {
         match &mut spec {
             ImageEncoderSpec::EfficientnetLite0 { input_size, .. } => *input_size = Some(size),
             _ => anyhow::bail!("--input-size applies to efficientnet-lite0 only; ViT and CLIP take their config's image size"),
         }
     }
-    let encoder = spec.load(cache, &candle_core::Device::Cpu)?;
-    Ok((ds, encoder))
+    Ok(spec.load(cache, &candle_core::Device::Cpu)?)
 }
 
-/// Features of one split from the store, timed, with a line on stderr.
-fn features(
+/// Features of one split from the store (encoded on a miss, with a progress bar on stderr),
+/// timed; the report says where they came from.
+pub fn features(
     store: &FeatureStore,
     ds: &Dataset,
     split: SplitKind,
@@ -136,7 +148,8 @@ fn features(
     Ok((f, report))
 }
 
-fn print_line(r: &SplitReport) {
+/// The report as one line on stderr.
+pub fn print_line(r: &SplitReport) {
     let speed = r.images_per_second.map(|s| format!(", {s:.1} images/s")).unwrap_or_default();
     eprintln!("{:<5} {} x {}  {} in {:.1} s{speed}  {}", r.split, r.images, r.dim, r.outcome, r.seconds, r.entry.display());
 }

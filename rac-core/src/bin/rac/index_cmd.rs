@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+
+use crate::data_cmd::PathArgs;
+use crate::encode_cmd;
+use rac_core::assets::AssetCache;
+use rac_core::data::{Dataset, SplitKind};
+use rac_core::features::EncodeOptions;
 use rac_core::index::bench::{self, BenchSpec};
 use rac_core::index::synthetic::{SyntheticSpec, generate};
 use rac_core::index::{Backend, Failpoint, FeatureFile, IndexConfig, Metric, QueryOptions, QuerySet, RetrievalIndex, npy, retrieval_only_table};
@@ -196,23 +202,44 @@ impl SynthArgs {
     }
 }
 
-/// Arguments of `rac index bench`.
+/// Arguments of `rac index bench`. Without `--npy`, `--features` or `--synthetic`, the
+/// vectors are a data set's features from the feature store (encoded on a miss): the
+/// training split as the base, the test split as the queries; by default Fashion-MNIST-LT
+/// with EfficientNet-Lite0.
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
     /// Read `base.npy` and `queries.npy` from this folder (as written by `rac index synth`).
-    #[arg(long, conflicts_with_all = ["features", "synthetic"])]
+    #[arg(long, conflicts_with_all = ["features", "synthetic", "manifest"])]
     npy: Option<PathBuf>,
     /// Index these features (safetensors) ...
-    #[arg(long, requires = "queries_from")]
+    #[arg(long, requires = "queries_from", conflicts_with_all = ["synthetic", "manifest"])]
     features: Option<PathBuf>,
     /// ... and query with these.
     #[arg(long)]
     queries_from: Option<PathBuf>,
     /// Generate the synthetic set in memory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "manifest")]
     synthetic: bool,
     #[command(flatten)]
     spec: SynthArgs,
+    /// The data set whose train / test features are benchmarked (default: the embedded
+    /// Fashion-MNIST-LT).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// The image encoder of those features.
+    #[arg(long, default_value = "efficientnet-lite0")]
+    encoder: String,
+    /// The feature store folder (default: `features/` in the asset cache).
+    #[arg(long, env = "RAC_FEATURE_STORE")]
+    store: Option<PathBuf>,
+    #[command(flatten)]
+    paths: PathArgs,
+    /// Index only the first N base vectors.
+    #[arg(long)]
+    limit_base: Option<usize>,
+    /// Query only the first N query vectors.
+    #[arg(long)]
+    limit_queries: Option<usize>,
     /// Backends to run (comma-separated); exact always runs, as the ground truth.
     #[arg(long, value_delimiter = ',', default_value = "exact,hnsw,arroy")]
     backends: Vec<Backend>,
@@ -237,7 +264,7 @@ pub struct BenchArgs {
     /// Where the indexes are built (a temporary folder by default).
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Print one JSON array, one object per row.
+    /// Print one JSON array on stdout, one object per row (progress goes to stderr).
     #[arg(long)]
     json: bool,
 }
@@ -261,7 +288,7 @@ fn read_features_with_texts(path: &Path, class_texts: Option<&Path>) -> Result<F
     Ok(f)
 }
 
-pub fn run(cmd: IndexCmd) -> Result<()> {
+pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
     match cmd {
         IndexCmd::Build { dir, features, source, class_texts, config } => {
             let f = read_features_with_texts(&features, class_texts.as_deref())?;
@@ -306,7 +333,7 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
                 }
             }
         }
-        IndexCmd::Bench(args) => bench_cmd(args)?,
+        IndexCmd::Bench(args) => bench_cmd(args, cache)?,
         IndexCmd::Synth { out, spec } => {
             let spec = spec.spec();
             let set = generate(&spec)?;
@@ -345,30 +372,55 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
     Ok(())
 }
 
-fn bench_cmd(args: BenchArgs) -> Result<()> {
-    let (base, queries, dim) = if let Some(dir) = &args.npy {
+/// Row-major base and query vectors of the benchmark, and their dimension.
+type BenchVectors = (Vec<f32>, Vec<f32>, usize);
+
+fn bench_vectors(args: &BenchArgs, cache: &AssetCache) -> Result<BenchVectors> {
+    if let Some(dir) = &args.npy {
         let (b, bs) = npy::read_f32(&dir.join("base.npy"))?;
         let (q, qs) = npy::read_f32(&dir.join("queries.npy"))?;
         if bs.len() != 2 || qs.len() != 2 || bs[1] != qs[1] {
             bail!("{}: base.npy {bs:?} and queries.npy {qs:?} must be matrices of one dimension", dir.display());
         }
-        (b, q, bs[1])
-    } else if let (Some(f), Some(q)) = (&args.features, &args.queries_from) {
+        return Ok((b, q, bs[1]));
+    }
+    if let (Some(f), Some(q)) = (&args.features, &args.queries_from) {
         let f = read_features(f)?;
         let q = read_features(q)?;
         if f.dim != q.dim {
             bail!("features have dimension {} but queries {}", f.dim, q.dim);
         }
-        (f.vectors, q.vectors, f.dim)
-    } else if args.synthetic {
+        return Ok((f.vectors, q.vectors, f.dim));
+    }
+    if args.synthetic {
         let set = generate(&args.spec.spec())?;
-        (set.base, set.queries, args.spec.dim)
-    } else {
-        bail!(
-            "rac index bench needs vectors: --npy DIR (from `rac index synth`), --features F --queries-from Q \
-             (feature files, e.g. from the feature store), or --synthetic"
-        );
+        return Ok((set.base, set.queries, args.spec.dim));
+    }
+    let ds = match &args.manifest {
+        Some(m) => Dataset::load(m, &args.paths.overrides(), cache)?,
+        None => crate::data_cmd::embedded_default(cache)?,
     };
+    let encoder = encode_cmd::load_encoder(&args.encoder, None, cache)?;
+    let store = encode_cmd::feature_store(args.store.as_deref(), cache);
+    let split = |kind: SplitKind| -> Result<(Vec<f32>, usize)> {
+        let (f, report) = encode_cmd::features(&store, &ds, kind, encoder.as_ref(), EncodeOptions::default().batch_size)?;
+        encode_cmd::print_line(&report);
+        Ok((f.vectors.flatten_all()?.to_vec1::<f32>()?, f.dim()))
+    };
+    let (base, dim) = split(SplitKind::Train)?;
+    let (queries, _) = split(SplitKind::Test)?;
+    eprintln!("{} ({}): train features as the base, test features as the queries", ds.name(), encoder.name());
+    Ok((base, queries, dim))
+}
+
+fn bench_cmd(args: BenchArgs, cache: &AssetCache) -> Result<()> {
+    let (mut base, mut queries, dim) = bench_vectors(&args, cache)?;
+    if let Some(n) = args.limit_base {
+        base.truncate(n * dim);
+    }
+    if let Some(n) = args.limit_queries {
+        queries.truncate(n * dim);
+    }
     let spec = BenchSpec {
         backends: args.backends.clone(),
         metric: args.metric,

@@ -94,7 +94,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Assets(cmd) => assets_cmd::run(cmd, &cache),
         Command::Data(cmd) => data_cmd::run(cmd, &cache),
         Command::Encode(cmd) => encode_cmd::run(cmd, &cache),
-        Command::Index(cmd) => index_cmd::run(cmd),
+        Command::Index(cmd) => index_cmd::run(cmd, &cache),
         Command::Run { experiment, args } => run_cmd::run(&experiment, &args),
         Command::Sweep { experiment, sets, args } => run_cmd::sweep(&experiment, &sets, &args),
         Command::Runs { runs_dir, json } => run_cmd::runs(&runs_dir, json),
