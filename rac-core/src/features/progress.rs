@@ -1,5 +1,6 @@
-//! A terminal progress bar for encodings: images done, images/s, elapsed time and ETA.
-//! The CLI and the experiment runner show the same bar.
+//! A terminal progress bar for encodings: items done (images, or a text encoder's token
+//! sequences), items/s, elapsed time and ETA. The CLI and the experiment runner show the
+//! same bar.
 
 use std::time::Duration;
 
@@ -8,16 +9,22 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use super::store::EncodeProgress;
 
 /// An [`EncodeProgress`] that draws an indicatif bar on stderr (or nothing when hidden).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BarProgress {
     bar: Option<ProgressBar>,
     hidden: bool,
+    unit: &'static str,
 }
 
 impl BarProgress {
-    /// A bar that is drawn when `visible`.
+    /// A bar over images that is drawn when `visible`.
     pub fn new(visible: bool) -> Self {
-        BarProgress { bar: None, hidden: !visible }
+        BarProgress { bar: None, hidden: !visible, unit: "images" }
+    }
+
+    /// The same bar counting other items (`sequences`).
+    pub fn with_unit(self, unit: &'static str) -> Self {
+        BarProgress { unit, ..self }
     }
 }
 
@@ -27,11 +34,12 @@ impl EncodeProgress for BarProgress {
             return;
         }
         let bar = ProgressBar::new(total as u64);
+        let unit = self.unit;
         bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {rate}, {elapsed} elapsed, ETA {eta}")
+            ProgressStyle::with_template(&format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{rate}}, {{elapsed}} elapsed, ETA {{eta}}"))
                 .expect("valid template")
-                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.1} images/s", s.per_sec());
+                .with_key("rate", move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1} {unit}/s", s.per_sec());
                 })
                 .progress_chars("=> "),
         );
