@@ -52,8 +52,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> rac_core::Result<()> {
-    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/demo.toml");
-    let demo = Experiment::load(&recipe)?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut demo = Experiment::load(&root.join("experiments/demo.toml"))?;
+    // Benches run in their crate's folder; the recipe's manifest path starts at the workspace.
+    demo.data.manifest = root.join(&demo.data.manifest);
     let runs = tempfile::tempdir().expect("a temporary folder");
     let env = RunEnv { runs_dir: runs.path().to_path_buf(), ..RunEnv::from_env() };
     let mut prep = Prepared::new(&demo, &env)?;
@@ -85,7 +87,7 @@ fn main() -> rac_core::Result<()> {
     println!("{:<40} {:>8} {:>12} {:>10}", "configuration", "items", "samples/s", "x base");
     for ((case, _, _, inputs, _), r) in ready.iter().zip(rates) {
         let rate = median(r);
-        println!("{:<40} {:>8} {:>12.0} {:>10.2}", case.name, inputs.len(), rate, rate / base);
+        println!("{:<40} {:>8} {:>12.1} {:>10.3}", case.name, inputs.len(), rate, rate / base);
     }
     Ok(())
 }
