@@ -9,5 +9,5 @@ pub mod sweep;
 
 pub use config::Experiment;
 pub use record::{RunMeta, RunRecord, list_runs, load_runs};
-pub use run::{Prepared, RunEnv, method_name, run, run_prepared};
+pub use run::{Assembled, Prepared, RunEnv, assemble, method_name, run, run_prepared};
 pub use sweep::{Sweep, grid, sweep, sweep_list};

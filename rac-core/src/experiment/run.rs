@@ -27,7 +27,7 @@ use crate::data::{DataOverrides, Dataset};
 use crate::encoders::{ImageEncoderSpec, TextEncoder, TextEncoderSpec, TokenBatch};
 use crate::error::{Error, Result};
 use crate::eval::{Branch, BranchMetrics, evaluate, per_class_frame};
-use crate::features::{BarProgress, EncodeOptions, Features, FeatureStore};
+use crate::features::{BarProgress, EncodeOptions, EncodeProgress, Features, FeatureStore};
 use crate::fsio;
 use crate::index::{Neighbours, QuerySet, RetrievalIndex, Source};
 use crate::model::{LongTailLoss, Mode, RacModel, RetrievalBatch, TrainableTextEncoder, Widths};
@@ -222,9 +222,14 @@ fn join_texts(neighbours: &[Neighbours], k: usize, sep: &str) -> Vec<String> {
     neighbours.iter().map(|n| n.texts.iter().take(k).map(String::as_str).collect::<Vec<_>>().join(sep)).collect()
 }
 
-/// Pooled outputs of a frozen text encoder for every text, encoding each distinct string
-/// once and caching the result on disk (content-addressed: encoder fingerprint + texts).
-pub fn frozen_text_features(encoder: &dyn TextEncoder, texts: &[String], cache_dir: &Path) -> Result<Tensor> {
+/// Pooled outputs of a frozen text encoder for every text, cached on disk
+/// (content-addressed: encoder fingerprint + texts).
+///
+/// Only the first `max_tokens` tokens of a joined neighbour text reach T, so texts are
+/// deduplicated on their truncated token ids, not on the strings: the many training items
+/// whose nearest neighbours share one label sequence up to the cut cost one encoding.
+/// Distinct sequences are encoded in batches of equal length, which need no padding.
+pub fn frozen_text_features(encoder: &dyn TextEncoder, texts: &[String], cache_dir: &Path, progress: &mut dyn EncodeProgress) -> Result<Tensor> {
     let mut hasher_input = encoder.fingerprint();
     for t in texts {
         hasher_input.push('\0');
@@ -237,18 +242,52 @@ pub fn frozen_text_features(encoder: &dyn TextEncoder, texts: &[String], cache_d
                 return Ok(f.clone());
             }
         }
-        eprintln!("warning: damaged text-feature cache {}; encoding again", path.display());
+        progress.warn(&format!("damaged text-feature cache {}; encoding again", path.display()));
     }
-    let mut unique: Vec<&str> = texts.iter().map(String::as_str).collect();
-    unique.sort_unstable();
-    unique.dedup();
-    let mut rows = Vec::with_capacity(unique.len());
-    for chunk in unique.chunks(64) {
-        rows.push(encoder.encode(chunk)?);
+    // Truncated token ids of every text, and the distinct ones.
+    let mut distinct: HashMap<Vec<u32>, u32> = HashMap::new();
+    let mut sequences: Vec<Vec<u32>> = Vec::new();
+    let mut slot_of_text = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(4096) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let batch = encoder.tokenize(&refs)?;
+        let ids: Vec<Vec<u32>> = batch.ids.to_vec2()?;
+        for (row, &len) in ids.into_iter().zip(&batch.lengths) {
+            let seq = row[..len].to_vec();
+            let next = sequences.len() as u32;
+            let slot = *distinct.entry(seq.clone()).or_insert_with(|| {
+                sequences.push(seq);
+                next
+            });
+            slot_of_text.push(slot);
+        }
     }
-    let table = Tensor::cat(&rows, 0)?;
-    let pos: HashMap<&str, u32> = unique.iter().enumerate().map(|(i, &s)| (s, i as u32)).collect();
-    let idx = Tensor::from_vec(texts.iter().map(|t| pos[t.as_str()]).collect::<Vec<u32>>(), texts.len(), &Device::Cpu)?;
+    // Encode the distinct sequences, grouped by length, in item order within a length.
+    let mut order: Vec<u32> = (0..sequences.len() as u32).collect();
+    order.sort_by_key(|&s| (sequences[s as usize].len(), s));
+    let mut rows: Vec<Option<Tensor>> = vec![None; sequences.len()];
+    progress.start(sequences.len(), &format!("{}: {} distinct token sequences of {} texts", encoder.name(), sequences.len(), texts.len()));
+    let mut done = 0;
+    for group in order.chunk_by(|&a, &b| sequences[a as usize].len() == sequences[b as usize].len()) {
+        for chunk in group.chunks(64) {
+            let len = sequences[chunk[0] as usize].len();
+            let ids: Vec<u32> = chunk.iter().flat_map(|&s| sequences[s as usize].iter().copied()).collect();
+            let batch = TokenBatch {
+                ids: Tensor::from_vec(ids, (chunk.len(), len), &Device::Cpu)?,
+                mask: Tensor::ones((chunk.len(), len), candle_core::DType::U32, &Device::Cpu)?,
+                lengths: vec![len; chunk.len()],
+            };
+            let pooled = encoder.pool(&batch)?;
+            for (i, &s) in chunk.iter().enumerate() {
+                rows[s as usize] = Some(pooled.get(i)?);
+            }
+            done += chunk.len();
+            progress.advance(done);
+        }
+    }
+    progress.finish();
+    let table = Tensor::stack(&rows.into_iter().map(|r| r.expect("every sequence encoded")).collect::<Vec<_>>(), 0)?;
+    let idx = Tensor::from_vec(slot_of_text, texts.len(), &Device::Cpu)?;
     let feats = table.index_select(&idx, 0)?;
     fsio::create_dir_all(cache_dir)?;
     let tmp = fsio::temp_sibling(&path);
@@ -257,9 +296,24 @@ pub fn frozen_text_features(encoder: &dyn TextEncoder, texts: &[String], cache_d
     Ok(feats)
 }
 
-/// Run one experiment on prepared inputs and save its record.
-pub fn run_prepared(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RunRecord> {
-    let started = Instant::now();
+/// A model ready to train: its inputs over cached features and neighbour lists, and the loss.
+pub struct Assembled {
+    /// The seeded, untrained model.
+    pub model: RacModel,
+    /// The loss, with the training split's class counts.
+    pub loss: LongTailLoss,
+    /// Training inputs.
+    pub train: Inputs,
+    /// Evaluation inputs (test or validation).
+    pub eval: Inputs,
+    /// Training images per class.
+    pub counts: Vec<usize>,
+}
+
+/// Build the model and its inputs for `exp`: the base features, the neighbours' joined texts
+/// (encoded by a frozen T, cached, or tokenised for a trainable one), scaled as
+/// `model.input_norm` says.
+pub fn assemble(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<Assembled> {
     let device = exp.train.device.resolve("train.device")?;
     let r = &exp.retrieval;
     let num_classes = prep.dataset.num_classes();
@@ -299,14 +353,33 @@ pub fn run_prepared(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Resu
             text = Some(Box::new(TrainableText { encoder }));
         } else {
             let dir = env.work_dir("text-features");
-            train_in.retrieval = Some(RetrievalBatch::Embedded(frozen_text_features(encoder.as_ref(), &train_texts, &dir)?));
-            eval_in.retrieval = Some(RetrievalBatch::Embedded(frozen_text_features(encoder.as_ref(), &eval_texts, &dir)?));
+            let mut progress = BarProgress::new(env.progress).with_unit("sequences");
+            train_in.retrieval = Some(RetrievalBatch::Embedded(frozen_text_features(encoder.as_ref(), &train_texts, &dir, &mut progress)?));
+            eval_in.retrieval = Some(RetrievalBatch::Embedded(frozen_text_features(encoder.as_ref(), &eval_texts, &dir, &mut progress)?));
         }
+    }
+    let norm = exp.model.input_norm;
+    if let (Some(tr), Some(ev)) = (&train_in.base, &eval_in.base) {
+        let (tr, mut ev) = norm.apply(tr, &[ev])?;
+        (train_in.base, eval_in.base) = (Some(tr), ev.pop());
+    }
+    if let (Some(RetrievalBatch::Embedded(tr)), Some(RetrievalBatch::Embedded(ev))) = (&train_in.retrieval, &eval_in.retrieval) {
+        let (tr, mut ev) = norm.apply(tr, &[ev])?;
+        train_in.retrieval = Some(RetrievalBatch::Embedded(tr));
+        eval_in.retrieval = ev.pop().map(RetrievalBatch::Embedded);
     }
     let (train_in, eval_in) = (train_in.to_device(&device)?, eval_in.to_device(&device)?);
     let widths = Widths { base_dim: prep.train.dim(), text_dim, num_classes };
     let model = RacModel::new(&exp.model, widths, text, exp.train.seed, &device)?;
     let loss = LongTailLoss::new(&exp.loss, &counts, &device)?;
+    Ok(Assembled { model, loss, train: train_in, eval: eval_in, counts })
+}
+
+/// Run one experiment on prepared inputs and save its record.
+pub fn run_prepared(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RunRecord> {
+    let started = Instant::now();
+    let mode = exp.model.mode;
+    let Assembled { model, loss, train: train_in, eval: eval_in, counts } = assemble(exp, prep, env)?;
     let checkpoint_dir = env.runs_dir.join(format!(".{}-{}.checkpoint", exp.name, exp.config_hash()));
     fsio::create_dir_all(&checkpoint_dir)?;
     let hooks = TrainHooks { progress: env.progress, ..env.hooks.clone() };

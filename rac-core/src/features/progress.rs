@@ -1,23 +1,29 @@
-//! A terminal progress bar for encodings: images done, images/s, elapsed time and ETA.
-//! The CLI and the experiment runner show the same bar; off a terminal (a notebook) it is
-//! a throttled line (see [`crate::progress`]).
+//! A terminal progress bar for encodings: items done (images, or a text encoder's token
+//! sequences), items/s, elapsed time and ETA. The CLI and the experiment runner show the
+//! same bar; off a terminal (a notebook) it is a throttled line (see [`crate::progress`]).
 
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use super::store::EncodeProgress;
 
 /// An [`EncodeProgress`] that draws an indicatif bar on stderr (or nothing when hidden).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BarProgress {
     bar: Option<ProgressBar>,
     hidden: bool,
+    unit: &'static str,
     what: String,
 }
 
 impl BarProgress {
-    /// A bar that is drawn when `visible`.
+    /// A bar over images that is drawn when `visible`.
     pub fn new(visible: bool) -> Self {
-        BarProgress { bar: None, hidden: !visible, what: String::new() }
+        BarProgress { bar: None, hidden: !visible, unit: "images", what: String::new() }
+    }
+
+    /// The same bar counting other items (`sequences`).
+    pub fn with_unit(self, unit: &'static str) -> Self {
+        BarProgress { unit, ..self }
     }
 }
 
@@ -26,12 +32,13 @@ impl EncodeProgress for BarProgress {
         if self.hidden {
             return;
         }
+        let unit = self.unit;
         let bar = crate::progress::bar(
             total as u64,
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {rate}, {elapsed} elapsed, ETA {eta}")
+            ProgressStyle::with_template(&format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{rate}}, {{elapsed}} elapsed, ETA {{eta}}"))
                 .expect("valid template")
-                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.1} images/s", s.per_sec());
+                .with_key("rate", move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1} {unit}/s", s.per_sec());
                 })
                 .progress_chars("=> "),
         );
@@ -46,7 +53,7 @@ impl EncodeProgress for BarProgress {
     }
     fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
-            crate::progress::finish(&b, &self.what, "images");
+            crate::progress::finish(&b, &self.what, self.unit);
         }
     }
     fn warn(&mut self, message: &str) {

@@ -132,6 +132,12 @@ impl Inputs {
         };
         Ok(Batch { base, retrieval })
     }
+
+    /// The items `rows`, in that order.
+    pub fn subset(&self, rows: &[u32]) -> Result<Inputs> {
+        let batch = self.batch(&Tensor::from_slice(rows, rows.len(), &Device::Cpu)?)?;
+        Ok(Inputs { base: batch.base, retrieval: batch.retrieval, labels: rows.iter().map(|&r| self.labels[r as usize]).collect() })
+    }
 }
 
 /// One line of the training log.

@@ -398,7 +398,7 @@ fn bench_vectors(args: &BenchArgs, cache: &AssetCache) -> Result<BenchVectors> {
     }
     let ds = match &args.manifest {
         Some(m) => Dataset::load(m, &args.paths.overrides(), cache)?,
-        None => crate::data_cmd::embedded_default(cache)?,
+        None => rac_core::experiment::demo::embedded_default(cache)?,
     };
     let encoder = encode_cmd::load_encoder(&args.encoder, None, cache)?;
     let store = encode_cmd::feature_store(args.store.as_deref(), cache);
