@@ -17,8 +17,10 @@ tagged `error-demo` shows the project's error message (`error-message` in its me
 """
 import argparse
 import json
+import re
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +38,12 @@ def inject(nb, params):
     idx = next((i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if idx is None:
         raise SystemExit("notebook has no cell tagged `parameters`")
-    src = "// Parameters injected for a short run.\n" + "\n".join(f"let {k} = {v};" for k, v in params.items())
+    # Keep each parameter's declared type (`let k: usize = 30;`): a bare literal would be i32.
+    declared = dict(re.findall(r"^let\s+(\w+)\s*(:\s*[^=]+?)?\s*=", nb.cells[idx].source, re.M))
+    for k in params:
+        if k not in declared:
+            raise SystemExit(f"ci-params: `{k}` is not a parameter of this notebook")
+    src = "// Parameters injected for a short run.\n" + "\n".join(f"let {k}{declared[k]} = {v};" for k, v in params.items())
     cell = nbformat.v4.new_code_cell(src)
     cell.metadata["tags"] = ["injected-parameters"]
     cell.pop("id", None)
@@ -105,8 +112,10 @@ def main():
     # The notebooks run one after another, so their kernels can share one evcxr build
     # folder: the extension and rac-core (path crates, which `:cache` does not keep) are
     # then compiled once, not once per notebook. Two kernels at once must not share it.
+    # It lives in the system's temporary folder: evcxr loads each compiled cell with dlopen,
+    # which fails from a folder on a filesystem mounted without exec rights.
     home = Path(os.environ.get("RAC_HOME", Path.home() / ".cache/rac"))
-    os.environ.setdefault("EVCXR_TMPDIR", str(home / "jupyter" / "evcxr-build"))
+    os.environ.setdefault("EVCXR_TMPDIR", str(Path(tempfile.gettempdir()) / f"rac-evcxr-{os.getuid()}"))
     Path(os.environ["EVCXR_TMPDIR"]).mkdir(parents=True, exist_ok=True)
     names = args.names or sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     out_dir = NOTEBOOKS if args.write else home / "notebook-runs"
