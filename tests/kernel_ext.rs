@@ -110,7 +110,15 @@ fn a_run_record_its_per_class_plot_the_retrieval_panel_and_index_content() {
     assert!(html.contains("run nb") && html.contains(&exp.config_hash()) && html.contains("fused"));
 
     let chart = plot_per_class_accuracy(&rec.per_class).unwrap();
-    assert_eq!(chart.series.len(), 6, "points and moving average for base, retrieval, fused");
+    assert_eq!(chart.series.len(), 3, "one line per branch (10 classes: no smoothing)");
+    assert_eq!(chart.series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["base", "retrieval", "fused"]);
+    let counts = f64_column(&rec.per_class, "train_count").unwrap();
+    let texts = str_column(&rec.per_class, "text").unwrap();
+    let max = counts.iter().cloned().fold(f64::MIN, f64::max);
+    let most = counts.iter().position(|&c| c == max).unwrap();
+    assert_eq!(chart.categories[0], texts[most], "the most frequent class comes first (ties by class id)");
+    let least = counts.iter().cloned().fold(f64::MAX, f64::min);
+    assert_eq!(chart.categories[9], texts[counts.iter().rposition(|&c| c == least).unwrap()], "the rarest class comes last");
     assert_eq!(chart.categories.len(), 10, "few classes: named on the axis");
     assert!(chart.mime_bundle().get("image/svg+xml").unwrap().contains("<svg"));
 

@@ -34,6 +34,8 @@ pub struct Series {
     pub y: Vec<f64>,
     /// How it is drawn.
     pub kind: SeriesKind,
+    /// Its colour (an index into the palette); by default, its position in the chart.
+    pub color: Option<usize>,
 }
 
 /// A 2-d chart: lines, markers or grouped bars.
@@ -78,15 +80,25 @@ impl Chart {
 
     /// Add a series.
     pub fn with_series(mut self, name: impl Into<String>, x: Vec<f64>, y: Vec<f64>, kind: SeriesKind) -> Self {
-        self.series.push(Series { name: name.into(), x, y, kind });
+        self.series.push(Series { name: name.into(), x, y, kind, color: None });
         self
+    }
+
+    /// Add a series drawn in palette colour `color` (series that belong together share one).
+    pub fn with_colored_series(mut self, name: impl Into<String>, x: Vec<f64>, y: Vec<f64>, kind: SeriesKind, color: usize) -> Self {
+        self.series.push(Series { name: name.into(), x, y, kind, color: Some(color) });
+        self
+    }
+
+    fn color_of(&self, i: usize) -> RGBColor {
+        PALETTE[self.series[i].color.unwrap_or(i) % PALETTE.len()]
     }
 
     /// The plotly figure.
     pub fn to_plotly(&self) -> Plot {
         let mut plot = Plot::new();
         for (i, s) in self.series.iter().enumerate() {
-            let color = hex(PALETTE[i % PALETTE.len()]);
+            let color = hex(self.color_of(i));
             if s.kind == SeriesKind::Bar {
                 let x: Vec<String> = s.x.iter().map(|&p| self.category(p)).collect();
                 plot.add_trace(Bar::new(x, s.y.clone()).name(&s.name).marker(Marker::new().color(color)));
@@ -169,7 +181,7 @@ impl Chart {
         let root = SVGBackend::with_string(out, (720, 420)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut builder = ChartBuilder::on(&root);
-        builder.caption(&self.title, ("sans-serif", 18)).margin(12).x_label_area_size(42).y_label_area_size(62);
+        builder.caption(&self.title, ("sans-serif", 18)).margin(12).x_label_area_size(46).y_label_area_size(62);
         // Four axis combinations, each its own coordinate type in plotters.
         macro_rules! draw {
             ($xr:expr, $yr:expr) => {{
@@ -179,6 +191,8 @@ impl Chart {
                     .configure_mesh()
                     .x_desc(&self.x_title)
                     .y_desc(&self.y_title)
+                    .x_label_style(("sans-serif", if categorical { 11 } else { 13 }))
+                    .light_line_style(WHITE.mix(0.0))
                     .x_labels(if categorical { cats.len().max(2) } else { 10 })
                     .x_label_formatter(&|v: &f64| {
                         if categorical { self.category(*v) } else { format_tick(*v) }
@@ -187,7 +201,7 @@ impl Chart {
                     .draw()?;
                 let bars: Vec<usize> = (0..self.series.len()).filter(|&i| self.series[i].kind == SeriesKind::Bar).collect();
                 for (i, s) in self.series.iter().enumerate() {
-                    let color = PALETTE[i % PALETTE.len()];
+                    let color = self.color_of(i);
                     let pts: Vec<(f64, f64)> = s.x.iter().copied().zip(s.y.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
                     let anno = match s.kind {
                         SeriesKind::Bar => {

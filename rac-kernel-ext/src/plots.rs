@@ -191,15 +191,20 @@ pub fn plot_per_class_accuracy(per_class: &DataFrame) -> Result<Chart> {
     );
     if n <= 30 && per_class.column("text").is_ok() {
         let texts = str_column(per_class, "text")?;
-        chart.categories = order.iter().map(|&i| format!("{} ({})", texts[i], counts[i])).collect();
+        chart.categories = order.iter().map(|&i| texts[i].clone()).collect();
     }
     let x: Vec<f64> = (0..n).map(|r| r as f64).collect();
-    for b in &branches {
+    for (c, b) in branches.iter().enumerate() {
         let acc = f64_column(per_class, b)?;
         let y: Vec<f64> = order.iter().map(|&i| acc[i]).collect();
         let name = b.trim_start_matches("acc_");
-        chart = chart.with_series(format!("{name}"), x.clone(), y.clone(), SeriesKind::Markers);
-        chart = chart.with_series(format!("{name} (moving average, {window})"), x.clone(), moving_average(&y, window), SeriesKind::Line);
+        if window == 1 {
+            // Few classes: every class is a point, joined in frequency order.
+            chart = chart.with_colored_series(name, x.clone(), y, SeriesKind::Line, c);
+        } else {
+            chart = chart.with_colored_series(name, x.clone(), y.clone(), SeriesKind::Markers, c);
+            chart = chart.with_colored_series(format!("{name} (moving average of {window})"), x.clone(), moving_average(&y, window), SeriesKind::Line, c);
+        }
     }
     Ok(chart)
 }
