@@ -25,6 +25,9 @@
 
 #![warn(missing_docs)]
 
+/// The library underneath, for what the prelude does not bring.
+pub use rac_core;
+
 pub mod display;
 pub mod figure;
 pub mod images;
@@ -57,7 +60,7 @@ pub mod prelude {
     pub use rac_core::data::{Dataset, SplitKind};
     pub use rac_core::experiment::demo::{demo_recipe, method_experiments, rac_branches, stacked_metrics, table3};
     pub use rac_core::experiment::{self, Experiment, Prepared, RunEnv, RunRecord, Sweep, list_runs, load_runs, run, sweep, sweep_list};
-    pub use rac_core::index::bench::{BenchSpec, BenchRow};
+    pub use rac_core::index::bench::{self, BenchRow, BenchSpec};
     pub use rac_core::index::{Backend, IndexConfig, Metric, QueryOptions, RetrievalIndex, Source};
     pub use rac_core::{Error, Result};
     pub use std::path::{Path, PathBuf};
