@@ -29,12 +29,15 @@ jupyter trust "$nb" >/dev/null 2>&1 || true
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 token=$(python3 -c 'import secrets; print(secrets.token_hex(8))')
 log="$dir/jupyterlab.log"
-jupyter lab --no-browser --ip=127.0.0.1 --port="$port" --ServerApp.token="$token" \
+root_flag=(); [[ $(id -u) -eq 0 ]] && root_flag=(--allow-root)
+jupyter lab "${root_flag[@]}" --no-browser --ip=127.0.0.1 --port="$port" --IdentityProvider.token="$token" \
   --ServerApp.root_dir="$dir" --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
   >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 60); do curl -sf "http://127.0.0.1:$port/api/status?token=$token" >/dev/null && break; sleep 1; done
+up=0
+for _ in $(seq 90); do curl -sf "http://127.0.0.1:$port/api/status?token=$token" >/dev/null && { up=1; break; }; sleep 1; done
+[[ $up == 1 ]] || { echo "browser-check: JupyterLab did not start; its log:" >&2; tail -20 "$log" >&2; exit 1; }
 shot="$dir/${name%.ipynb}-browser.png"
 CHROMIUM="$(command -v chromium)" node "$bdir/browser_check.mjs" "http://127.0.0.1:$port/lab/tree/$name?token=$token" "$shot"
 echo "browser-check: screenshot $shot"
