@@ -5,8 +5,11 @@
 //!   EfficientNet-Lite0 forward pass. The networks have random weights of the real shapes
 //!   (`Weights::synthetic`), identical on both devices, so no asset is needed there;
 //! - throughput: RAC training steps (ViT-B/16 base branch fine-tuned, 224x224, batch 64,
-//!   LACE on the fused logits, AdamW over every parameter) in f32 and in bf16 (parameters and
-//!   activations bf16), on inputs already on the device;
+//!   LACE on the fused logits, AdamW over every parameter) in f32, in bf16 on f32 master
+//!   weights (the `base_encoder.precision = "bf16"` setting, PyTorch's autocast) and in pure
+//!   bf16, on inputs already on the device;
+//! - the fine-tuning loader's images per second (the paper's augmentation, all cores), to
+//!   compare with the steps' samples per second;
 //! - PyTorch eager on the same-shaped ViT-B/16 step, when `python3` there has torch with CUDA
 //!   (`benches/gpu/torch_vit_step.py`), and our throughput as a ratio of it.
 //!
@@ -20,10 +23,10 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
-use rac_core::data::Preprocess;
+use rac_core::data::{Augment, AugmentConfig, EpochLoader, LoaderConfig, Preprocess, Split, SplitKind, Transform};
 use rac_core::encoders::{EfficientNet, EfficientNetConfig, ImageEncoder, VitConfig, VitEncoder, Weights, l2_normalize, masked_mean};
 use rac_core::model::{Batch, LongTailLoss, LossConfig, LossKind, ModelConfig, RacModel, RetrievalBatch, Widths, fuse_logits};
-use rac_core::train::{AdamW, OptimConfig};
+use rac_core::train::{AdamW, OptimConfig, Precision, TrainableVit};
 use rand::{Rng, SeedableRng};
 
 const TOLERANCE: f64 = 1e-4;
@@ -39,10 +42,15 @@ struct Args {
     steps: usize,
     batch: usize,
     torch_script: String,
+    workers: Option<usize>,
+    /// Time the phases of each step (forward, heads and loss, backward, optimiser).
+    breakdown: bool,
+    /// Run one training step of this variant and stop (for a kernel profiler).
+    profile: Option<Variant>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { cpu_smoke: false, steps: 10, batch: 64, torch_script: "benches/gpu/torch_vit_step.py".into() };
+    let mut a = Args { cpu_smoke: false, steps: 10, batch: 64, torch_script: "benches/gpu/torch_vit_step.py".into(), workers: None, breakdown: false, profile: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -51,8 +59,18 @@ fn parse_args() -> Result<Args> {
             "--steps" => a.steps = value("--steps")?.parse().context("--steps: a number")?,
             "--batch" => a.batch = value("--batch")?.parse().context("--batch: a number")?,
             "--torch-script" => a.torch_script = value("--torch-script")?,
+            "--workers" => a.workers = Some(value("--workers")?.parse().context("--workers: a number")?),
+            "--breakdown" => a.breakdown = true,
+            "--profile" => {
+                a.profile = Some(match value("--profile")?.as_str() {
+                    "f32" => Variant::F32,
+                    "bf16" => Variant::Bf16Mixed,
+                    "bf16-pure" => Variant::Bf16Pure,
+                    other => bail!("--profile: `{other}` is not f32, bf16 or bf16-pure"),
+                })
+            }
             "-h" | "--help" => {
-                println!("gpu_check [--cpu-smoke] [--steps N (10)] [--batch N (64)] [--torch-script PATH]");
+                println!("gpu_check [--cpu-smoke] [--steps N (10)] [--batch N (64)] [--torch-script PATH] [--workers N (all cores)] [--breakdown] [--profile f32|bf16|bf16-pure]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (see --help)"),
@@ -96,6 +114,12 @@ fn run() -> Result<bool> {
         Device::new_cuda(0).map_err(|e| anyhow::anyhow!("no CUDA device found ({e}); run this on a machine with an NVIDIA GPU and driver"))?
     };
     let started = Instant::now();
+    if let Some(variant) = args.profile {
+        let config = VitConfig::base_patch16_224();
+        rac_vit_throughput(&device, &config, args.batch, 0, variant, false)?;
+        println!("profiled one {} training step (batch {})", variant.name(), args.batch);
+        return Ok(true);
+    }
     println!("{}", rac_core::device::DeviceReport::probe());
     let mut rows = Vec::new();
     agreement(&device, args.cpu_smoke, &mut rows)?;
@@ -190,39 +214,123 @@ fn agreement(dev: &Device, smoke: bool, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// How the ViT base branch's parameters and arithmetic are typed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// f32 parameters and compute.
+    F32,
+    /// bf16 compute on f32 master weights (`base_encoder.precision = "bf16"`, like autocast).
+    Bf16Mixed,
+    /// bf16 parameters and compute.
+    Bf16Pure,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::F32 => "f32",
+            Variant::Bf16Mixed => "bf16 (f32 masters)",
+            Variant::Bf16Pure => "bf16 (pure)",
+        }
+    }
+}
+
 /// Samples per second of RAC training steps with a fine-tuned ViT base branch.
-fn rac_vit_throughput(dev: &Device, config: &VitConfig, batch: usize, steps: usize, dtype: DType) -> Result<f64> {
+fn rac_vit_throughput(dev: &Device, config: &VitConfig, batch: usize, steps: usize, variant: Variant, breakdown: bool) -> Result<(f64, Option<[f64; 4]>)> {
     let (text_dim, classes) = (384, 1000);
-    let varmap = VarMap::new();
     let preprocess = Preprocess { resize: config.image_size as u32, crop: config.image_size as u32, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };
-    let vit = VitEncoder::trainable(&Weights::synthetic(13, dev), config.clone(), preprocess, &varmap, dtype)?;
+    let weights = Weights::synthetic(13, dev);
+    let (mixed, pure) = match variant {
+        Variant::F32 => (Some(TrainableVit::new(&weights, config.clone(), preprocess, Precision::F32)?), None),
+        Variant::Bf16Mixed => (Some(TrainableVit::new(&weights, config.clone(), preprocess, Precision::Bf16)?), None),
+        Variant::Bf16Pure => {
+            let varmap = VarMap::new();
+            let vit = VitEncoder::trainable(&weights, config.clone(), preprocess, &varmap, DType::BF16)?;
+            let mut vars: Vec<(String, Var)> = varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            (None, Some((vit, vars)))
+        }
+    };
     let widths = Widths { base_dim: config.hidden_size, text_dim, num_classes: classes };
     let model = RacModel::new(&ModelConfig::default(), widths, None, 0, dev)?;
     let counts: Vec<usize> = (0..classes).map(|i| 1 + (1000.0 * 0.995f64.powi(i as i32)) as usize).collect();
     let loss_fn = LongTailLoss::new(&LossConfig { kind: LossKind::Lace, ..LossConfig::default() }, &counts, dev)?;
-    let mut vars: Vec<(String, Var)> = varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut vars: Vec<(String, Var)> = match (&mixed, &pure) {
+        (Some(v), _) => v.vars().to_vec(),
+        (_, Some((_, vars))) => vars.clone(),
+        _ => unreachable!(),
+    };
     vars.extend(model.vars().iter().cloned());
     let mut optim = AdamW::new(&vars, &OptimConfig::default())?;
     let pixels = random(&[batch, 3, config.image_size, config.image_size], 7)?.to_device(dev)?;
     let text = l2_normalize(&random(&[batch, text_dim], 8)?)?.to_device(dev)?;
     let targets = Tensor::from_vec((0..batch as u32).map(|i| i % classes as u32).collect::<Vec<u32>>(), batch, dev)?;
-    let mut step = || -> Result<()> {
-        let features = vit.forward(&pixels)?.to_dtype(DType::F32)?;
+    // Seconds in each phase (forward, heads and loss, backward, optimiser), when timed: the
+    // device is synchronised between phases, which costs a little overlap.
+    let mut phases = [0f64; 4];
+    let mut step = |timed: bool, phases: &mut [f64; 4]| -> Result<()> {
+        let mut mark = Instant::now();
+        let mut lap = |i: usize| -> Result<()> {
+            if timed {
+                dev.synchronize()?;
+                phases[i] += mark.elapsed().as_secs_f64();
+                mark = Instant::now();
+            }
+            Ok(())
+        };
+        let features = match (&mixed, &pure) {
+            (Some(v), _) => v.forward(&pixels)?,
+            (_, Some((vit, _))) => vit.forward(&pixels)?.to_dtype(DType::F32)?,
+            _ => unreachable!(),
+        };
+        lap(0)?;
         let out = model.forward(&Batch { base: Some(features), retrieval: Some(RetrievalBatch::Embedded(text.clone())) })?;
         let loss = loss_fn.forward(&out.fused, &targets)?;
+        lap(1)?;
         let grads = loss.backward()?;
+        lap(2)?;
         optim.step(&grads, 1e-5)?;
+        lap(3)?;
         Ok(())
     };
-    step()?; // warm-up: kernels loaded, memory pools grown
+    step(false, &mut phases)?; // warm-up: kernels loaded, memory pools grown
     dev.synchronize()?;
+    if steps == 0 {
+        return Ok((0.0, None));
+    }
     let t = Instant::now();
     for _ in 0..steps {
-        step()?;
+        step(false, &mut phases)?;
     }
     dev.synchronize()?;
-    Ok((batch * steps) as f64 / t.elapsed().as_secs_f64())
+    let sps = (batch * steps) as f64 / t.elapsed().as_secs_f64();
+    if !breakdown {
+        return Ok((sps, None));
+    }
+    for _ in 0..steps {
+        step(true, &mut phases)?;
+    }
+    Ok((sps, Some(phases.map(|p| 1e3 * p / steps as f64))))
+}
+
+/// Images per second of the fine-tuning loader: Fashion-MNIST-sized grey images (28x28),
+/// augmented with the paper's recipe to `size` and laid out as the device expects.
+fn loader_throughput(size: u32, images: usize, batch: usize, workers: usize) -> Result<f64> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let imgs: Vec<image::DynamicImage> = (0..images)
+        .map(|_| image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(28, 28, |_, _| image::Luma([rng.random::<u8>()]))))
+        .collect();
+    let labels = (0..images).map(|i| i % 10).collect();
+    let split = std::sync::Arc::new(Split::in_memory(SplitKind::Train, imgs, labels)?);
+    let pre = Preprocess { resize: size, crop: size, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };
+    let transform = std::sync::Arc::new(Transform::Train(Augment::new(AugmentConfig::default(), pre)?));
+    let config = LoaderConfig { batch_size: batch, workers, prefetch: 2, seed: 0, shuffle: true };
+    let t = Instant::now();
+    let mut n = 0;
+    for b in EpochLoader::start(split, None, transform, None, config, 0)? {
+        n += b?.len();
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
 fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
@@ -234,15 +342,23 @@ fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     };
     let shape = format!("{}x{}, batch {batch}", config.image_size, config.image_size);
     let mut ours = Vec::new();
-    for (name, dtype) in [("f32", DType::F32), ("bf16", DType::BF16)] {
-        if dev.is_cpu() && dtype == DType::BF16 {
+    for variant in [Variant::F32, Variant::Bf16Mixed, Variant::Bf16Pure] {
+        let name = variant.name();
+        if dev.is_cpu() && variant != Variant::F32 {
             rows.push(Row { item: format!("RAC ViT-B/16 train {name}"), value: "skipped: no bf16 matmul on the CPU".into(), ok: None });
             continue;
         }
-        let sps = rac_vit_throughput(dev, &config, batch, steps, dtype).with_context(|| format!("the {name} training step"))?;
+        let (sps, phases) = rac_vit_throughput(dev, &config, batch, steps, variant, args.breakdown).with_context(|| format!("the {name} training step"))?;
         rows.push(Row { item: format!("RAC ViT-B/16 train {name} ({shape})"), value: format!("{sps:.1} samples/s"), ok: None });
-        ours.push((name, sps));
+        if let Some([f, h, b, o]) = phases {
+            rows.push(Row { item: format!("  {name}: ms forward / heads+loss / backward / AdamW"), value: format!("{f:.1} / {h:.1} / {b:.1} / {o:.1}"), ok: None });
+        }
+        ours.push((variant, sps));
     }
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
+    let (size, images) = if args.cpu_smoke { (32, 16) } else { (config.image_size as u32, 2048) };
+    let ips = loader_throughput(size, images, batch, workers).context("the loader")?;
+    rows.push(Row { item: format!("loader: augmented {size}x{size} images, {workers} workers"), value: format!("{ips:.0} images/s"), ok: None });
     if args.cpu_smoke {
         return Ok(());
     }
@@ -253,6 +369,7 @@ fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     }
     let out = Command::new("python3")
         .args([args.torch_script.as_str(), "--batch", &batch.to_string(), "--steps", &steps.to_string()])
+        .args(args.breakdown.then_some("--breakdown"))
         .output()
         .context("running the PyTorch step")?;
     if !out.status.success() {
@@ -260,10 +377,18 @@ fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     }
     let json: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii_end().rsplit(|&c| c == b'\n').next().unwrap_or(b"{}"))
         .context("the PyTorch script's last line is JSON")?;
-    for (name, sps) in ours {
-        let theirs = json[name].as_f64().with_context(|| format!("the PyTorch script gave no {name} figure"))?;
-        rows.push(Row { item: format!("PyTorch eager ViT-B/16 train {name}"), value: format!("{theirs:.1} samples/s"), ok: None });
-        rows.push(Row { item: format!("ours / PyTorch, {name}"), value: format!("{:.2}x", sps / theirs), ok: None });
+    for (variant, sps) in ours {
+        let key = if variant == Variant::F32 { "f32" } else { "bf16" };
+        let theirs = json[key].as_f64().with_context(|| format!("the PyTorch script gave no {key} figure"))?;
+        let torch_name = if variant == Variant::F32 { "f32" } else { "bf16 autocast" };
+        if variant != Variant::Bf16Pure {
+            rows.push(Row { item: format!("PyTorch eager ViT-B/16 train {torch_name}"), value: format!("{theirs:.1} samples/s"), ok: None });
+            if let Some(p) = json.get(format!("{key}_phases_ms")).and_then(|p| p.as_array()) {
+                let p: Vec<String> = p.iter().map(|v| format!("{:.1}", v.as_f64().unwrap_or(f64::NAN))).collect();
+                rows.push(Row { item: format!("  PyTorch {torch_name}: ms forward+loss / backward / AdamW"), value: p.join(" / "), ok: None });
+            }
+        }
+        rows.push(Row { item: format!("ours {} / PyTorch {torch_name}", variant.name()), value: format!("{:.2}x", sps / theirs), ok: None });
     }
     Ok(())
 }

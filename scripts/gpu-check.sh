@@ -9,6 +9,11 @@
 #   scripts/cuda-env.sh -- cargo build --release --features cuda -p rac-benches --bin gpu_check
 # then, on the GPU machine, from the repository root:
 #   scripts/gpu-check.sh [gpu_check args...]      (GPU_CHECK_BIN overrides the binary)
+#   scripts/gpu-check.sh --breakdown               (also the ms of each phase of a step)
+# A kernel profile of one bf16 step (Nsight Compute; GPU_CHECK_PROFILER is put before the
+# binary):
+#   GPU_CHECK_PROFILER="ncu --clock-control none --metrics gpu__time_duration.sum --csv --log-file ncu.csv" \
+#     scripts/gpu-check.sh --profile bf16 && python3 benches/gpu/kernel_summary.py ncu.csv
 #
 # The binary links the CUDA 13 libraries (cudart, cuBLAS, cuRAND, NVRTC) by name; they are
 # looked up in $RAC_HOME/cuda (scripts/cuda-env.sh), in python3's nvidia wheels (PyTorch's),
@@ -43,4 +48,5 @@ if [[ -n "$missing" ]]; then
   echo "gpu-check: install CUDA 13 runtime libraries (scripts/cuda-env.sh, or PyTorch's nvidia wheels)" >&2
   exit 1
 fi
-exec timeout 290 "$bin" "$@"
+# shellcheck disable=SC2086 # the profiler's command line is split into words on purpose
+exec timeout 290 ${GPU_CHECK_PROFILER:-} "$bin" "$@"

@@ -356,6 +356,26 @@ fn vit_loads_small_hf_weights_and_is_deterministic() {
     }
 }
 
+/// Our ViT (patch embedding as a matrix product) against candle-transformers' reference
+/// path (patch embedding as a stride-p convolution), on the same small weights.
+#[test]
+fn vit_matches_the_convolutional_reference_path() {
+    use candle_transformers::models::vit;
+    let s = Scratch::new();
+    small_vit(&s.path(), "");
+    let ours = VitEncoder::load(&s.path(), None, &cpu()).unwrap();
+    let cfg = ours.config().to_candle();
+    let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[s.path().join("model.safetensors")], DType::F32, &cpu()).unwrap() };
+    let embeddings = vit::Embeddings::new(&cfg, false, vb.pp("embeddings")).unwrap();
+    let encoder = vit::Encoder::new(&cfg, vb.pp("encoder")).unwrap();
+    let layernorm = candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layernorm")).unwrap();
+    let x = tensor(&[2, 3, 32, 32], 9, 1.0);
+    let h = encoder.forward(&embeddings.forward(&x, None, false).unwrap()).unwrap();
+    let reference = layernorm.forward(&h.narrow(1, 0, 1).unwrap().squeeze(1).unwrap()).unwrap();
+    let got = ours.forward(&x).unwrap();
+    assert!(max_abs_diff(&got, &reference) < 1e-5, "max diff {}", max_abs_diff(&got, &reference));
+}
+
 #[test]
 fn vit_presets_are_vit_b16_and_b32() {
     let b16 = VitConfig::base_patch16_224();

@@ -44,6 +44,7 @@ impl SplitKind {
 enum Images {
     Idx { file: PathBuf, array: Arc<IdxArray>, indices: Vec<usize> },
     Files { list: SplitList, root: Option<PathBuf> },
+    Memory(Arc<Vec<DynamicImage>>),
 }
 
 /// One split: its labels and a way to read each image.
@@ -72,6 +73,7 @@ impl Split {
         match &self.images {
             Images::Idx { indices, .. } => indices[i].to_string(),
             Images::Files { list, .. } => list.entries[i].path.clone(),
+            Images::Memory(_) => i.to_string(),
         }
     }
 
@@ -79,7 +81,7 @@ impl Split {
     pub fn idx_index(&self, i: usize) -> Option<usize> {
         match &self.images {
             Images::Idx { indices, .. } => Some(indices[i]),
-            Images::Files { .. } => None,
+            Images::Files { .. } | Images::Memory(_) => None,
         }
     }
 
@@ -109,7 +111,16 @@ impl Split {
                     .map_err(|e| Error::Image { path: path.clone(), origin: origin.clone(), message: e.to_string() })?;
                 image::load_from_memory(&bytes).map_err(|e| Error::Image { path, origin, message: e.to_string() })
             }
+            Images::Memory(images) => Ok(images[i].clone()),
         }
+    }
+
+    /// A split of images held in memory (benches, notebooks' own images); one label each.
+    pub fn in_memory(kind: SplitKind, images: Vec<DynamicImage>, labels: Vec<usize>) -> Result<Self> {
+        if images.len() != labels.len() {
+            return Err(Error::InvalidInput(format!("{} images but {} labels", images.len(), labels.len())));
+        }
+        Ok(Split { kind, labels, images: Images::Memory(Arc::new(images)) })
     }
 }
 
@@ -202,6 +213,7 @@ fn select(split: &Split, keep: &[usize]) -> Split {
             list: SplitList { file: list.file.clone(), entries: keep.iter().map(|&i| list.entries[i].clone()).collect() },
             root: root.clone(),
         },
+        Images::Memory(images) => Images::Memory(Arc::new(keep.iter().map(|&i| images[i].clone()).collect())),
     };
     Split { kind: split.kind, labels, images }
 }

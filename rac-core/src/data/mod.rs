@@ -3,14 +3,18 @@
 //!
 //! This is the first stage of the pipeline: every later stage starts from a [`Dataset`].
 
+pub mod augment;
 pub mod dataset;
 pub mod idx;
+pub mod loader;
 pub mod longtail;
 pub mod manifest;
 pub mod preprocess;
 pub mod split_list;
 
+pub use augment::{Augment, AugmentConfig};
 pub use dataset::{Dataset, Split, SplitKind};
+pub use loader::{EpochLoader, ImageBatch, LoaderConfig, Transform};
 pub use longtail::{LongTailStats, ShotBucket};
 pub use manifest::{DataManifest, DataOverrides};
 pub use preprocess::Preprocess;

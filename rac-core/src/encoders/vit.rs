@@ -1,5 +1,6 @@
 //! ViT image encoder, the paper's E (ViT-B/16 pretrained on ImageNet-21k), through
-//! `candle-transformers`' ViT.
+//! `candle-transformers`' ViT encoder blocks (the patch embedding is our own, see
+//! `Embeddings`).
 //!
 //! - Paper: Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image
 //!   Recognition at Scale", ICLR 2021.
@@ -88,7 +89,8 @@ impl VitConfig {
         VitConfig { patch_size: 32, ..Self::base_patch16_224() }
     }
 
-    fn to_candle(&self) -> vit::Config {
+    /// The same architecture as candle-transformers' `vit::Config`.
+    pub fn to_candle(&self) -> vit::Config {
         vit::Config {
             hidden_size: self.hidden_size,
             num_hidden_layers: self.num_hidden_layers,
@@ -145,9 +147,53 @@ pub(crate) fn hf_preprocess(dir: &Path, image_size: usize, mean: [f32; 3], std: 
     Ok(Preprocess { resize: image_size as u32, crop: image_size as u32, mean, std, grey_to_rgb: true })
 }
 
+/// The embeddings (patch projection, class token, position embeddings) in `ViTModel`'s
+/// names. The patch projection, a stride-`p` convolution in the reference, is computed as
+/// one matrix product over the non-overlapping patches: the same numbers, and a backward
+/// pass that needs no gradient of the pixels. candle's convolution always computes that
+/// gradient with a transposed convolution, which took 38% of a bf16 ViT-B/16 training step
+/// on an H100 (the GPU check's kernel profile).
+struct Embeddings {
+    /// `[c · p · p, hidden]`: the convolution kernel, flattened and transposed.
+    projection_t: Tensor,
+    bias: Tensor,
+    cls_token: Tensor,
+    position_embeddings: Tensor,
+    patch: usize,
+    hidden: usize,
+}
+
+impl Embeddings {
+    fn new(cfg: &vit::Config, vb: candle_nn::VarBuilder) -> candle_core::Result<Self> {
+        let (h, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
+        let patches = (cfg.image_size / p) * (cfg.image_size / p);
+        // Read in the reference's order, so that a wrong shape is reported for the same tensor.
+        let cls_token = vb.get((1, 1, h), "cls_token")?;
+        let kernel = vb.get((h, c, p, p), "patch_embeddings.projection.weight")?;
+        Ok(Embeddings {
+            projection_t: kernel.reshape((h, c * p * p))?.t()?,
+            bias: vb.get(h, "patch_embeddings.projection.bias")?,
+            cls_token,
+            position_embeddings: vb.get((1, patches + 1, h), "position_embeddings")?,
+            patch: p,
+            hidden: h,
+        })
+    }
+
+    fn forward(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, c, height, width) = pixels.dims4()?;
+        let (p, gh, gw) = (self.patch, height / self.patch, width / self.patch);
+        // [n, c, gh, p, gw, p] → [n, gh, gw, c, p, p]: each row one patch in the kernel's order.
+        let patches = pixels.reshape(vec![n, c, gh, p, gw, p])?.permute(vec![0, 2, 4, 1, 3, 5])?.contiguous()?.reshape((n * gh * gw, c * p * p))?;
+        let x = patches.matmul(&self.projection_t)?.broadcast_add(&self.bias)?.reshape((n, gh * gw, self.hidden))?;
+        let cls = self.cls_token.broadcast_as((n, 1, self.hidden))?;
+        Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.position_embeddings)
+    }
+}
+
 /// A ViT whose feature is the final-layer-normed CLS token.
 pub struct VitEncoder {
-    embeddings: vit::Embeddings,
+    embeddings: Embeddings,
     encoder: vit::Encoder,
     layernorm: LayerNorm,
     config: VitConfig,
@@ -163,6 +209,13 @@ impl VitEncoder {
     /// has none, `preset` does ([`VitConfig::base_patch16_224`], [`VitConfig::base_patch32_224`]).
     /// When both are there they must agree on the shape of the network.
     pub fn load(dir: &Path, preset: Option<VitConfig>, device: &Device) -> Result<Self> {
+        let (weights, config, preprocess) = Self::read_folder(dir, preset, device)?;
+        Self::from_weights(&weights, config, preprocess)
+    }
+
+    /// The weights, architecture and preprocessing of a Hugging Face folder, as
+    /// [`VitEncoder::load`] reads them (fine-tuning builds a trainable encoder from them).
+    pub fn read_folder(dir: &Path, preset: Option<VitConfig>, device: &Device) -> Result<(Weights, VitConfig, Preprocess)> {
         let config_path = dir.join("config.json");
         let config = if config_path.is_file() {
             let c: VitConfig = read_json(&config_path, "ViT config")?;
@@ -193,33 +246,39 @@ impl VitEncoder {
         config.validate(&config_path)?;
         let weights = Weights::load(&dir.join("model.safetensors"), device)?;
         let preprocess = hf_preprocess(dir, config.image_size, [0.5; 3], [0.5; 3])?;
-        Self::from_weights(&weights, config, preprocess)
+        Ok((weights, config, preprocess))
     }
 
     /// Build from loaded weights; a missing tensor or a wrong shape names the tensor.
     pub fn from_weights(weights: &Weights, config: VitConfig, preprocess: Preprocess) -> Result<Self> {
-        Self::assemble(weights, config, preprocess, None)
+        Self::assemble(weights, config, preprocess, None, DType::F32)
+    }
+
+    /// A frozen encoder computing in `dtype` (bf16 under mixed precision): its tensors are the
+    /// weights' own, so gradients flow back to whatever they were computed from.
+    pub fn from_weights_as(weights: &Weights, config: VitConfig, preprocess: Preprocess, dtype: DType) -> Result<Self> {
+        Self::assemble(weights, config, preprocess, None, dtype)
     }
 
     /// Build a trainable encoder (fine-tuning the base branch): every parameter becomes a
     /// `Var` of type `dtype` in `varmap`; with bf16 the forward pass runs in bf16 too.
     pub fn trainable(weights: &Weights, config: VitConfig, preprocess: Preprocess, varmap: &VarMap, dtype: DType) -> Result<Self> {
-        Self::assemble(weights, config, preprocess, Some((varmap, dtype)))
+        Self::assemble(weights, config, preprocess, Some(varmap), dtype)
     }
 
-    fn assemble(weights: &Weights, config: VitConfig, preprocess: Preprocess, trainable: Option<(&VarMap, DType)>) -> Result<Self> {
+    fn assemble(weights: &Weights, config: VitConfig, preprocess: Preprocess, trainable: Option<&VarMap>, dtype: DType) -> Result<Self> {
         let prefix = if weights.contains("vit.embeddings.cls_token") { "vit" } else { "" };
         let cfg = config.to_candle();
         let build = |vb: candle_nn::VarBuilder<'static>| {
             let vb = if prefix.is_empty() { vb } else { vb.pp(prefix) };
-            let embeddings = vit::Embeddings::new(&cfg, false, vb.pp("embeddings"))?;
+            let embeddings = Embeddings::new(&cfg, vb.pp("embeddings"))?;
             let encoder = vit::Encoder::new(&cfg, vb.pp("encoder"))?;
             let layernorm = candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layernorm"))?;
             Ok((embeddings, encoder, layernorm))
         };
-        let ((embeddings, encoder, layernorm), dtype) = match trainable {
-            None => (weights.build(build)?, DType::F32),
-            Some((varmap, dtype)) => (weights.build_trainable_as(varmap, dtype, build)?, dtype),
+        let (embeddings, encoder, layernorm) = match trainable {
+            None => weights.build_as(dtype, build)?,
+            Some(varmap) => weights.build_trainable_as(varmap, dtype, build)?,
         };
         Ok(VitEncoder {
             embeddings,
@@ -261,7 +320,7 @@ impl ImageEncoder for VitEncoder {
     fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         check_pixels(pixels, self.config.image_size, "vit")?;
         let pixels = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let x = self.embeddings.forward(&pixels, None, false)?;
+        let x = self.embeddings.forward(&pixels)?;
         let x = self.encoder.forward(&x)?;
         Ok(x.i((.., 0, ..))?.apply(&self.layernorm)?.contiguous()?)
     }

@@ -97,6 +97,16 @@ impl Weights {
         Ok(Weights { path: path.to_path_buf(), sha256, tensors, device: device.clone(), synthetic: None })
     }
 
+    /// The same file's identity (path, checksum) over other tensors: the bf16 copies of a
+    /// trainable encoder's f32 master weights, rebuilt every step under mixed precision.
+    pub fn with_tensors(&self, tensors: HashMap<String, Tensor>) -> Self {
+        Weights { tensors, synthetic: None, ..self.clone_identity() }
+    }
+
+    fn clone_identity(&self) -> Self {
+        Weights { path: self.path.clone(), sha256: self.sha256.clone(), tensors: HashMap::new(), device: self.device.clone(), synthetic: self.synthetic }
+    }
+
     /// The file the weights came from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -152,8 +162,13 @@ impl Weights {
     /// Build a frozen model: `build` reads its tensors through a [`VarBuilder`]; candle's
     /// "cannot find tensor" and "shape mismatch" errors become [`Error::Tensor`].
     pub fn build<T>(&self, build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>) -> Result<T> {
+        self.build_as(DType::F32, build)
+    }
+
+    /// [`Weights::build`] with tensors of type `dtype`.
+    pub fn build_as<T>(&self, dtype: DType, build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>) -> Result<T> {
         let backend = Backend { weights: self.clone(), varmap: None };
-        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone());
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, self.device.clone());
         build(vb).map_err(|e| self.load_error(e))
     }
 

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::fsio;
 use crate::index::IndexConfig;
 use crate::model::{LossConfig, ModelConfig};
-use crate::train::{OptimConfig, TrainConfig};
+use crate::train::{FinetuneConfig, OptimConfig, TrainConfig};
 
 /// Which data set, and how much of its training split is held out for tuning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,6 +149,10 @@ pub struct Experiment {
     /// The schedule, epochs, batch size and seed.
     #[serde(default)]
     pub train: TrainConfig,
+    /// Fine-tune this image encoder as the base branch, on augmented images (meant for
+    /// CUDA), instead of training a head on E's cached features. Left out: the head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_encoder: Option<FinetuneConfig>,
 }
 
 impl Experiment {
@@ -210,6 +214,15 @@ impl Experiment {
             return field("name", format!("`{}` cannot name a run folder", self.name));
         }
         self.index.validate().map_err(|e| Error::InvalidField { path: path.into(), field: "index".into(), message: e.to_string() })?;
+        if let Some(b) = &self.base_encoder {
+            b.validate().map_err(|e| Error::InvalidField { path: path.into(), field: "base_encoder".into(), message: e.to_string() })?;
+            if !self.model.mode.has_base() {
+                return field("base_encoder", "fine-tunes the base branch, but model.mode has none (use `rac` or `base`)".into());
+            }
+            if self.retrieval.finetune_text {
+                return field("retrieval.finetune_text", "cannot be combined with base_encoder: fine-tuning reads a frozen T".into());
+            }
+        }
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod finetune;
 pub mod record;
 pub mod run;
 pub mod sweep;

@@ -30,8 +30,8 @@ use crate::eval::{Branch, BranchMetrics, evaluate, per_class_frame};
 use crate::features::{BarProgress, EncodeOptions, EncodeProgress, Features, FeatureStore};
 use crate::fsio;
 use crate::index::{Neighbours, QuerySet, RetrievalIndex, Source};
-use crate::model::{LongTailLoss, Mode, RacModel, RetrievalBatch, TrainableTextEncoder, Widths};
-use crate::train::{Inputs, TrainHooks, predict, train};
+use crate::model::{LongTailLoss, Mode, Outputs, RacModel, RetrievalBatch, Scaler, TrainableTextEncoder, Widths};
+use crate::train::{EpochLog, Inputs, TrainHooks, predict, train};
 
 /// Where a run reads its caches and writes its record.
 #[derive(Debug, Clone)]
@@ -90,6 +90,11 @@ pub struct Prepared {
     pub eval: Features,
     /// The name of the evaluation split (`test` or `val`).
     pub eval_split: &'static str,
+    /// Positions of the training features' items in the data set's training split.
+    pub train_rows: Vec<usize>,
+    /// Positions of the evaluation features' items in their split (the test split, or the
+    /// training split for a held-out validation part).
+    pub eval_rows: Vec<usize>,
     /// The index over the training features.
     pub index: RetrievalIndex,
 }
@@ -134,12 +139,13 @@ impl Prepared {
         let opts = EncodeOptions::default();
         let mut progress = BarProgress::new(env.progress);
         let (train_all, _) = store.get_or_encode(&dataset, crate::data::SplitKind::Train, encoder.as_ref(), &opts, &mut progress)?;
-        let (train, eval, eval_split) = if exp.data.val_per_class > 0 {
+        let (train, eval, eval_split, train_rows, eval_rows) = if exp.data.val_per_class > 0 {
             let (keep, held) = hold_out(&train_all.labels, dataset.num_classes(), exp.data.val_per_class, exp.train.seed);
-            (select_rows(&train_all, &keep)?, select_rows(&train_all, &held)?, "val")
+            (select_rows(&train_all, &keep)?, select_rows(&train_all, &held)?, "val", keep, held)
         } else {
             let (test, _) = store.get_or_encode(&dataset, crate::data::SplitKind::Test, encoder.as_ref(), &opts, &mut progress)?;
-            (train_all, test, "test")
+            let (n_train, n_test) = (train_all.len(), test.len());
+            (train_all, test, "test", (0..n_train).collect(), (0..n_test).collect())
         };
         let key = format!(
             "{}|{}|{}|{}",
@@ -159,7 +165,7 @@ impl Prepared {
                 RetrievalIndex::build(&dir, &exp.index, &[source])?
             }
         };
-        Ok(Prepared { dataset, train, eval, eval_split, index })
+        Ok(Prepared { dataset, train, eval, eval_split, train_rows, eval_rows, index })
     }
 
     /// The neighbours of every training item (without itself) and every evaluation item.
@@ -218,7 +224,7 @@ impl TrainableTextEncoder for TrainableText {
     }
 }
 
-fn join_texts(neighbours: &[Neighbours], k: usize, sep: &str) -> Vec<String> {
+pub(crate) fn join_texts(neighbours: &[Neighbours], k: usize, sep: &str) -> Vec<String> {
     neighbours.iter().map(|n| n.texts.iter().take(k).map(String::as_str).collect::<Vec<_>>().join(sep)).collect()
 }
 
@@ -308,6 +314,9 @@ pub struct Assembled {
     pub eval: Inputs,
     /// Training images per class.
     pub counts: Vec<usize>,
+    /// The scaling fitted on the training split's frozen text features (`model.input_norm`),
+    /// for text features computed later (those of augmented views while fine-tuning).
+    pub retrieval_norm: Option<Scaler>,
 }
 
 /// Build the model and its inputs for `exp`: the base features, the neighbours' joined texts
@@ -363,37 +372,59 @@ pub fn assemble(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<A
         let (tr, mut ev) = norm.apply(tr, &[ev])?;
         (train_in.base, eval_in.base) = (Some(tr), ev.pop());
     }
+    let mut retrieval_norm = None;
     if let (Some(RetrievalBatch::Embedded(tr)), Some(RetrievalBatch::Embedded(ev))) = (&train_in.retrieval, &eval_in.retrieval) {
-        let (tr, mut ev) = norm.apply(tr, &[ev])?;
+        let scaler = norm.fit(tr)?;
+        let (tr, ev) = (scaler.apply(tr)?, scaler.apply(ev)?);
         train_in.retrieval = Some(RetrievalBatch::Embedded(tr));
-        eval_in.retrieval = ev.pop().map(RetrievalBatch::Embedded);
+        eval_in.retrieval = Some(RetrievalBatch::Embedded(ev));
+        retrieval_norm = Some(scaler);
     }
     let (train_in, eval_in) = (train_in.to_device(&device)?, eval_in.to_device(&device)?);
     let widths = Widths { base_dim: prep.train.dim(), text_dim, num_classes };
     let model = RacModel::new(&exp.model, widths, text, exp.train.seed, &device)?;
     let loss = LongTailLoss::new(&exp.loss, &counts, &device)?;
-    Ok(Assembled { model, loss, train: train_in, eval: eval_in, counts })
+    Ok(Assembled { model, loss, train: train_in, eval: eval_in, counts, retrieval_norm })
 }
 
 /// Run one experiment on prepared inputs and save its record.
 pub fn run_prepared(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RunRecord> {
     let started = Instant::now();
-    let mode = exp.model.mode;
-    let Assembled { model, loss, train: train_in, eval: eval_in, counts } = assemble(exp, prep, env)?;
+    if exp.base_encoder.is_some() {
+        return super::finetune::run_finetune(exp, prep, env);
+    }
+    let Assembled { model, loss, train: train_in, eval: eval_in, counts, .. } = assemble(exp, prep, env)?;
     let checkpoint_dir = env.runs_dir.join(format!(".{}-{}.checkpoint", exp.name, exp.config_hash()));
     fsio::create_dir_all(&checkpoint_dir)?;
     let hooks = TrainHooks { progress: env.progress, ..env.hooks.clone() };
     let log = train(&model, &loss, &exp.optim, &exp.train, &train_in, Some(&eval_in), Some(&checkpoint_dir), &hooks)?;
     let out = predict(&model, &eval_in, 1024)?;
+    let rec = save_record(exp, prep, env, started, &out, &eval_in.labels, &counts, &log)?;
+    let _ = std::fs::remove_dir_all(&checkpoint_dir);
+    Ok(rec)
+}
+
+/// Evaluate every branch of `out` against `labels` and save the run's record.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn save_record(
+    exp: &Experiment,
+    prep: &Prepared,
+    env: &RunEnv,
+    started: Instant,
+    out: &Outputs,
+    labels: &[usize],
+    counts: &[usize],
+    log: &[EpochLog],
+) -> Result<RunRecord> {
     let mut branches: Vec<BranchMetrics> = Vec::new();
     if let Some(b) = &out.base {
-        branches.push(evaluate(Branch::Base, b, &eval_in.labels, &counts)?);
+        branches.push(evaluate(Branch::Base, b, labels, counts)?);
     }
     if let Some(rl) = &out.retrieval {
-        branches.push(evaluate(Branch::Retrieval, rl, &eval_in.labels, &counts)?);
+        branches.push(evaluate(Branch::Retrieval, rl, labels, counts)?);
     }
-    if mode == Mode::Rac {
-        branches.push(evaluate(Branch::Fused, &out.fused, &eval_in.labels, &counts)?);
+    if exp.model.mode == Mode::Rac {
+        branches.push(evaluate(Branch::Fused, &out.fused, labels, counts)?);
     }
     let method = method_name(exp);
     let meta = RunMeta {
@@ -408,11 +439,9 @@ pub fn run_prepared(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Resu
         experiment: exp.clone(),
     };
     let metrics = record::metrics_table(&method, &branches)?;
-    let per_class = per_class_frame(&prep.dataset.class_texts, &counts, &branches)?;
-    let epochs = record::epochs_table(&log)?;
-    let rec = RunRecord::save(meta, metrics, per_class, epochs, &env.runs_dir)?;
-    let _ = std::fs::remove_dir_all(&checkpoint_dir);
-    Ok(rec)
+    let per_class = per_class_frame(&prep.dataset.class_texts, counts, &branches)?;
+    let epochs = record::epochs_table(log)?;
+    RunRecord::save(meta, metrics, per_class, epochs, &env.runs_dir)
 }
 
 /// Run an experiment, or load its record when a complete one exists (unless forced).

@@ -7,4 +7,4 @@ pub use fusion::fuse_logits;
 pub use losses::{LongTailLoss, LossConfig, LossKind, Reweighting};
 pub mod rac;
 
-pub use rac::{Batch, HeadKind, InputNorm, Mode, ModelConfig, Outputs, RacModel, RetrievalBatch, TrainableTextEncoder, Widths};
+pub use rac::{Batch, HeadKind, InputNorm, Mode, ModelConfig, Outputs, RacModel, RetrievalBatch, Scaler, TrainableTextEncoder, Widths};

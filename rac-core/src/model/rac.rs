@@ -85,8 +85,15 @@ pub enum InputNorm {
 impl InputNorm {
     /// Scale `train` and `others` (all `[N, D]`) with statistics of `train` alone.
     pub fn apply(self, train: &Tensor, others: &[&Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
+        let scaler = self.fit(train)?;
+        Ok((scaler.apply(train)?, others.iter().map(|&t| scaler.apply(t)).collect::<Result<_>>()?))
+    }
+
+    /// The scaling fitted on `train` (`[N, D]`), to apply to later inputs too (the text
+    /// features of augmented images while fine-tuning).
+    pub fn fit(self, train: &Tensor) -> Result<Scaler> {
         match self {
-            InputNorm::None => Ok((train.clone(), others.iter().map(|&t| t.clone()).collect())),
+            InputNorm::None => Ok(Scaler { shift_scale: None }),
             InputNorm::Standardise => {
                 let x = train.to_dtype(DType::F32)?;
                 let mean = x.mean_keepdim(0)?;
@@ -94,8 +101,27 @@ impl InputNorm {
                 // A dimension constant over the training split (a dead ReLU) is centred, not
                 // scaled: dividing by its zero spread would blow up any other value.
                 let std = (&std + std.lt(1e-6f64)?.to_dtype(DType::F32)?)?;
-                let z = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.broadcast_sub(&mean)?.broadcast_div(&std)?) };
-                Ok((z(train)?, others.iter().map(|&t| z(t)).collect::<Result<_>>()?))
+                Ok(Scaler { shift_scale: Some((mean, std)) })
+            }
+        }
+    }
+}
+
+/// A fitted [`InputNorm`]: per-dimension z-scores, or the identity.
+#[derive(Debug, Clone)]
+pub struct Scaler {
+    shift_scale: Option<(Tensor, Tensor)>,
+}
+
+impl Scaler {
+    /// Scale `[N, D]` features (to f32).
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.shift_scale {
+            None => Ok(x.clone()),
+            Some((mean, std)) => {
+                let x = x.to_dtype(DType::F32)?;
+                let (mean, std) = (mean.to_device(x.device())?, std.to_device(x.device())?);
+                Ok(x.broadcast_sub(&mean)?.broadcast_div(&std)?)
             }
         }
     }
