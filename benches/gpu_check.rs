@@ -24,9 +24,11 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use rac_core::data::{Augment, AugmentConfig, EpochLoader, LoaderConfig, Preprocess, Split, SplitKind, Transform};
-use rac_core::encoders::{EfficientNet, EfficientNetConfig, ImageEncoder, VitConfig, VitEncoder, Weights, l2_normalize, masked_mean};
-use rac_core::model::{Batch, LongTailLoss, LossConfig, LossKind, ModelConfig, RacModel, RetrievalBatch, Widths, fuse_logits};
-use rac_core::train::{AdamW, OptimConfig, Precision, TrainableVit};
+use rac_core::encoders::{EfficientNet, EfficientNetConfig, ImageEncoder, RandomBow, VitConfig, VitEncoder, Weights, l2_normalize, masked_mean};
+use rac_core::experiment::finetune::OnlineRetrieval;
+use rac_core::index::{IndexConfig, ItemId, RetrievalIndex, Source};
+use rac_core::model::{Batch, InputNorm, LongTailLoss, LossConfig, LossKind, ModelConfig, RacModel, RetrievalBatch, Widths, fuse_logits};
+use rac_core::train::{AdamW, OptimConfig, Precision, TrainableVit, pixels_to_device};
 use rand::{Rng, SeedableRng};
 
 const TOLERANCE: f64 = 1e-4;
@@ -313,6 +315,80 @@ fn rac_vit_throughput(dev: &Device, config: &VitConfig, batch: usize, steps: usi
     Ok((sps, Some(phases.map(|p| 1e3 * p / steps as f64))))
 }
 
+/// Samples per second of whole fine-tuning steps, as `rac run` takes them with a
+/// `[base_encoder]` section: the loader's augmented views of 28x28 grey images, the ViT-B/16
+/// base branch, E (EfficientNet-Lite0, random weights) on the same views, the index on the
+/// CPU (HNSW over E's features of the training images), T (random bag-of-words) on the k = 30
+/// joined texts, fusion, LACE and AdamW. Also the share of the time the retrieval side takes.
+fn rac_finetune_throughput(dev: &Device, vit_config: &VitConfig, batch: usize, steps: usize, workers: usize, precision: Precision) -> Result<(f64, f64)> {
+    use std::sync::Arc;
+    let (images, classes) = (batch * (steps + 1), 10usize);
+    let k = 30.min(images - 2); // the paper's k; less on the smoke run's few images
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
+    let imgs: Vec<image::DynamicImage> = (0..images)
+        .map(|_| image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(28, 28, |_, _| image::Luma([rng.random::<u8>()]))))
+        .collect();
+    let labels: Vec<usize> = (0..images).map(|i| i % classes).collect();
+    let split = Arc::new(Split::in_memory(SplitKind::Train, imgs, labels.clone())?);
+    let e = EfficientNet::from_weights(&Weights::synthetic(12, dev), EfficientNetConfig::lite0())?;
+    let e_pre = e.preprocess().clone();
+    // The index: E's features of every training image (eval transform).
+    let eval = LoaderConfig { batch_size: 256, workers, prefetch: 2, seed: 0, shuffle: false };
+    let mut vectors = Vec::new();
+    for b in EpochLoader::start(split.clone(), None, Arc::new(Transform::Eval(e_pre.clone())), None, eval, 0)? {
+        let b = b?;
+        let x = pixels_to_device(&b.pixels, b.size, &e_pre, dev, DType::F32)?;
+        vectors.extend(e.forward(&x)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    let dir = std::env::temp_dir().join(format!("rac-gpu-check-index-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let texts: Vec<String> = labels.iter().map(|&l| format!("class {l}")).collect();
+    let source = Source::from_vecs("train", vectors, e.dim(), texts, labels.iter().map(|&l| l as u32).collect())?;
+    let index = RetrievalIndex::build(&dir, &IndexConfig::default(), &[source])?;
+    let first = index.source_ids("train")?.start;
+    let item_of_row = (0..images).map(|r| (r, first + r as ItemId)).collect();
+    let text = RandomBow::new(384, 0, 76, dev)?;
+    let mut online = OnlineRetrieval::new(Box::new(e), Box::new(text), InputNorm::None.fit(&Tensor::zeros((1, 1), DType::F32, dev)?)?, k, ", ", item_of_row);
+
+    let preprocess = Preprocess { resize: vit_config.image_size as u32, crop: vit_config.image_size as u32, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };
+    let vit = TrainableVit::new(&Weights::synthetic(13, dev), vit_config.clone(), preprocess.clone(), precision)?;
+    let widths = Widths { base_dim: vit.dim(), text_dim: online.text_dim(), num_classes: classes };
+    let model = RacModel::new(&ModelConfig::default(), widths, None, 0, dev)?;
+    let counts: Vec<usize> = (0..classes).map(|c| 1 + 100 * (classes - c)).collect();
+    let loss_fn = LongTailLoss::new(&LossConfig { kind: LossKind::Lace, ..LossConfig::default() }, &counts, dev)?;
+    let mut vars = vit.vars().to_vec();
+    vars.extend(model.vars().iter().cloned());
+    let mut optim = AdamW::new(&vars, &OptimConfig::default())?;
+    let transform = Arc::new(Transform::Train(Augment::new(AugmentConfig::default(), preprocess.clone())?));
+    let config = LoaderConfig { batch_size: batch, workers, prefetch: 2, seed: 0, shuffle: true };
+    let (mut retrieval_s, mut t, mut n) = (0f64, None, 0usize);
+    for (i, b) in EpochLoader::start(split, None, transform, Some(online.input_size() as u32), config, 0)?.enumerate() {
+        if i == 1 {
+            dev.synchronize()?; // the first step warms up
+            t = Some(Instant::now());
+        }
+        let b = b?;
+        let pixels = pixels_to_device(&b.pixels, b.size, &preprocess, dev, precision.dtype())?;
+        let base = vit.forward(&pixels)?;
+        let r0 = Instant::now();
+        let text = online.features(&b, &index, dev)?;
+        if i >= 1 {
+            dev.synchronize()?;
+            retrieval_s += r0.elapsed().as_secs_f64();
+            n += b.len();
+        }
+        let out = model.forward(&Batch { base: Some(base), retrieval: Some(RetrievalBatch::Embedded(text)) })?;
+        let targets = Tensor::from_slice(&b.labels, b.len(), dev)?;
+        let loss = loss_fn.forward(&out.fused, &targets)?;
+        optim.step(&loss.backward()?, 1e-5)?;
+    }
+    dev.synchronize()?;
+    drop(index);
+    let _ = std::fs::remove_dir_all(&dir);
+    let secs = t.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
+    Ok((n as f64 / secs, retrieval_s / secs))
+}
+
 /// Images per second of the fine-tuning loader: Fashion-MNIST-sized grey images (28x28),
 /// augmented with the paper's recipe to `size` and laid out as the device expects.
 fn loader_throughput(size: u32, images: usize, batch: usize, workers: usize) -> Result<f64> {
@@ -359,6 +435,18 @@ fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let (size, images) = if args.cpu_smoke { (32, 16) } else { (config.image_size as u32, 2048) };
     let ips = loader_throughput(size, images, batch, workers).context("the loader")?;
     rows.push(Row { item: format!("loader: augmented {size}x{size} images, {workers} workers"), value: format!("{ips:.0} images/s"), ok: None });
+    for precision in [Precision::F32, Precision::Bf16] {
+        if dev.is_cpu() && precision == Precision::Bf16 {
+            continue;
+        }
+        let (sps, share) = rac_finetune_throughput(dev, &config, batch, steps, workers, precision).with_context(|| format!("the {precision:?} fine-tuning pipeline"))?;
+        let name = if precision == Precision::F32 { "f32" } else { "bf16 (f32 masters)" };
+        rows.push(Row {
+            item: format!("RAC fine-tune step {name}: loader, E, index, T"),
+            value: format!("{sps:.1} samples/s, {:.0}% retrieval", 100.0 * share),
+            ok: None,
+        });
+    }
     if args.cpu_smoke {
         return Ok(());
     }

@@ -180,6 +180,17 @@ fn depthwise_op_matches_candle_grouped_convolution() {
             .unwrap();
         assert_eq!(got.dims(), reference.dims());
         assert!(max_abs_diff(&got, &reference) < 1e-5, "k={k} s={s}");
+        // The path off the CPU (a sum over taps), with and without the fused ReLU6.
+        for relu6 in [false, true] {
+            let op = DepthwiseConv2d::new(&wt, &b, s, relu6).unwrap();
+            let taps = op.forward_candle(&x).unwrap();
+            let grouped = op.forward_grouped(&x).unwrap();
+            assert_eq!(taps.dims(), reference.dims());
+            assert!(max_abs_diff(&taps, &grouped) < 1e-5, "taps, k={k} s={s} relu6={relu6}");
+            if !relu6 {
+                assert!(max_abs_diff(&taps, &reference) < 1e-5, "taps against conv2d, k={k} s={s}");
+            }
+        }
     }
 }
 

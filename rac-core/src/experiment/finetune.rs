@@ -46,6 +46,25 @@ pub struct OnlineRetrieval {
 }
 
 impl OnlineRetrieval {
+    /// The retrieval side of fine-tuning: the frozen `encoder` E (whose features the index
+    /// holds), the frozen `text` encoder T, the scaling of T's outputs, k, the separator of
+    /// the joined texts, and the index item of each training-split position.
+    pub fn new(
+        encoder: Box<dyn ImageEncoder>,
+        text: Box<dyn TextEncoder>,
+        scaler: Scaler,
+        k: usize,
+        separator: &str,
+        item_of_row: HashMap<usize, ItemId>,
+    ) -> Self {
+        OnlineRetrieval { encoder, text, scaler, k, separator: separator.into(), memo: HashMap::new(), item_of_row }
+    }
+
+    /// The text encoder's output width.
+    pub fn text_dim(&self) -> usize {
+        self.text.dim()
+    }
+
     /// The side of E's input.
     pub fn input_size(&self) -> usize {
         self.encoder.input_size()
@@ -112,15 +131,7 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
         let text = text_encoder_spec(&exp.retrieval.text_encoder, exp.retrieval.max_tokens, exp.train.seed)?.load(&env.cache, &vocabulary, &device)?;
         let first = prep.index.source_ids("train")?.start;
         let item_of_row = prep.train_rows.iter().enumerate().map(|(j, &r)| (r, first + j as ItemId)).collect();
-        let online = OnlineRetrieval {
-            encoder,
-            text,
-            scaler,
-            k: exp.retrieval.k,
-            separator: exp.retrieval.separator.clone(),
-            memo: HashMap::new(),
-            item_of_row,
-        };
+        let online = OnlineRetrieval::new(encoder, text, scaler, exp.retrieval.k, &exp.retrieval.separator, item_of_row);
         (Some(online), Some(eval_text))
     } else {
         (None, None)
