@@ -110,6 +110,12 @@ fn bad_augmentation_and_fine_tuning_settings_name_the_field() {
     let msg = parse("[base_encoder]\nimage = \"vit:some/folder\"\nworkers = 0\n");
     assert!(msg.contains("base_encoder.workers"), "{msg}");
     let ok = Experiment::parse(Path::new("ft.toml"), "name = \"ft\"\n[base_encoder]\nimage = \"vit:some/folder\"\n").unwrap();
+    // A run whose encoder folder is missing stops at once, naming the file, with no record.
+    let runs = tempfile::tempdir().unwrap();
+    let env = RunEnv { runs_dir: runs.path().to_path_buf(), cache: cache(), ..RunEnv::from_env() };
+    let msg = rac_core::experiment::run(&ok, &env).unwrap_err().to_string();
+    assert!(msg.contains("some/folder/config.json") && msg.contains("base_encoder.image"), "{msg}");
+    assert!(std::fs::read_dir(runs.path()).map_or(true, |mut d| d.next().is_none()), "no record left behind");
     let b = ok.base_encoder.as_ref().unwrap();
     assert_eq!((b.augment.layers, b.augment.magnitude, b.augment.magnitude_std, b.augment.scale, b.augment.hflip), (3, 1.0, 0.5, [0.75, 1.33], 0.5));
     assert_eq!(Experiment::named("x").config_hash(), Experiment::parse(Path::new("x.toml"), "name = \"x\"\n").unwrap().config_hash());

@@ -450,6 +450,9 @@ pub fn run(exp: &Experiment, env: &RunEnv) -> Result<RunRecord> {
     if !env.force && record::is_complete(&env.runs_dir, exp) {
         return RunRecord::load(&dir);
     }
+    if let Some(b) = &exp.base_encoder {
+        b.check_files()?;
+    }
     let mut prep = Prepared::new(exp, env)?;
     run_prepared(exp, &mut prep, env)
 }

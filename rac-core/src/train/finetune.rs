@@ -105,6 +105,23 @@ impl FinetuneConfig {
         self.augment.validate()
     }
 
+    /// Check that the encoder's folder holds `config.json` and `model.safetensors`, before
+    /// a run spends time on features and the index.
+    pub fn check_files(&self) -> Result<()> {
+        let dir = self.folder()?;
+        for (file, what) in [("config.json", "ViT config"), ("model.safetensors", "ViT weights")] {
+            let path = dir.join(file);
+            if !path.is_file() {
+                return Err(Error::MissingFile {
+                    what: format!("base_encoder.image: {what}"),
+                    path,
+                    hint: Some("point base_encoder.image at a Hugging Face ViT folder (config.json + model.safetensors)".into()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The ViT folder of `image`.
     pub fn folder(&self) -> Result<PathBuf> {
         match self.image.split_once(':') {
