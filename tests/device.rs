@@ -70,13 +70,14 @@ fn doctor_reports_the_cpu_and_the_missing_feature() {
 fn the_gpu_check_runs_its_cpu_smoke_mode() {
     // `scripts/gpu-check.sh` runs this binary on a GPU machine; here its CPU parts run on
     // tiny shapes: the losses, the fusion, MiniLM, EfficientNet (CPU kernels against candle's
-    // ops, as run off the CPU) and a RAC training step with a ViT base branch.
+    // ops, as run off the CPU), a RAC training step with a ViT base branch, the fine-tuning
+    // loader, and a whole fine-tuning step (loader, E, index, T).
     let bin = rac_tests::rac_bin().with_file_name(format!("gpu_check{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.is_file(), "{} is missing: build it with `cargo build --workspace`", bin.display());
     let out = std::process::Command::new(&bin).arg("--cpu-smoke").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    for item in ["loss LACE gradient", "fusion (Eq. 1)", "MiniLM forward", "EfficientNet-Lite0 forward", "RAC ViT-B/16 train f32"] {
+    for item in ["loss LACE gradient", "fusion (Eq. 1)", "MiniLM forward", "EfficientNet-Lite0 forward", "RAC ViT-B/16 train f32", "loader: augmented", "RAC fine-tune step f32"] {
         assert!(text.lines().any(|l| l.contains(item)), "{item} missing:\n{text}");
     }
     assert!(!text.contains("| NO |"), "{text}");
