@@ -30,7 +30,8 @@ use crate::encoders::{ImageEncoder, ImageEncoderSpec, TextEncoder};
 use crate::error::{Error, Result};
 use crate::index::{ItemId, RetrievalIndex};
 use crate::model::{Batch, LongTailLoss, Mode, RacModel, RetrievalBatch, Scaler, Widths};
-use crate::train::{AdamW, CosineWarmup, EpochLog, Inputs, TrainableVit, clip_grad_norm, pixels_to_device, predict};
+use crate::train::trainer::{optimise, progress_bar};
+use crate::train::{AdamW, CosineWarmup, EpochLog, Inputs, TrainableVit, pixels_to_device, predict};
 
 /// The retrieval branch's input for augmented views: E, the index, T, and the scaling.
 pub struct OnlineRetrieval {
@@ -160,14 +161,7 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
     let transform = Arc::new(Transform::Train(augment.clone()));
     let loader = LoaderConfig { batch_size: t.batch_size, workers: cfg.workers, prefetch: cfg.prefetch, seed: t.seed, shuffle: true };
     let retrieval_size = online.as_ref().map(|o| o.input_size() as u32);
-    let bar = env.progress.then(|| {
-        crate::progress::bar(
-            (t.epochs * steps_per_epoch) as u64,
-            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} batches, {per_sec}, {eta} left")
-                .expect("a valid template")
-                .progress_chars("=> "),
-        )
-    });
+    let bar = progress_bar(env.progress, t.epochs * steps_per_epoch);
     let mut log = Vec::new();
     for epoch in 0..t.epochs {
         let epoch_started = Instant::now();
@@ -183,13 +177,9 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
             let out = model.forward(&Batch { base: Some(base), retrieval })?;
             let targets = Tensor::from_slice(&batch.labels, batch.len(), &device)?;
             let loss = loss_fn.forward(&out.fused, &targets)?;
-            let mut grads = loss.backward()?;
-            if exp.optim.clip_norm > 0.0 {
-                clip_grad_norm(&mut grads, &plain_vars, exp.optim.clip_norm)?;
-            }
-            lr = schedule.lr_at(optim.step_count());
-            optim.step(&grads, lr)?;
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
+            let (step_lr, value) = optimise(&loss, &plain_vars, &mut optim, &schedule, exp.optim.clip_norm)?;
+            lr = step_lr;
+            loss_sum += value * batch.len() as f64;
             if let Some(b) = &bar {
                 b.inc(1);
                 b.set_message(format!("fine-tuning, epoch {}/{}", epoch + 1, t.epochs));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -212,6 +212,7 @@ pub fn train(
         }
     }
     let labels_u32: Vec<u32> = train.labels.iter().map(|&l| l as u32).collect();
+    let vars: Vec<Var> = model.vars().iter().map(|(_, v)| v.clone()).collect();
     let bar = progress_bar(hooks.progress, (config.epochs - start_epoch.min(config.epochs)) * steps_per_epoch);
     for epoch in start_epoch..config.epochs {
         let started = Instant::now();
@@ -225,14 +226,9 @@ pub fn train(
             let targets = Tensor::from_vec(chunk.iter().map(|&i| labels_u32[i as usize]).collect::<Vec<u32>>(), chunk.len(), &device)?;
             let out = model.forward(&batch)?;
             let loss = loss_fn.forward(&out.fused, &targets)?;
-            let mut grads = loss.backward()?;
-            if optim_config.clip_norm > 0.0 {
-                let vars: Vec<_> = model.vars().iter().map(|(_, v)| v.clone()).collect();
-                clip_grad_norm(&mut grads, &vars, optim_config.clip_norm)?;
-            }
-            lr = schedule.lr_at(optim.step_count());
-            optim.step(&grads, lr)?;
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
+            let (step_lr, value) = optimise(&loss, &vars, &mut optim, &schedule, optim_config.clip_norm)?;
+            lr = step_lr;
+            loss_sum += value * chunk.len() as f64;
             if let Some(b) = &bar {
                 b.inc(1);
                 b.set_message(format!("epoch {}/{}", epoch + 1, config.epochs));
@@ -260,6 +256,18 @@ pub fn train(
     Ok(log)
 }
 
+/// One optimiser step on `loss`: backward, clipping of the global norm (when `clip_norm` >
+/// 0) over `vars`, AdamW at the schedule's learning rate. Returns that rate and the loss.
+pub(crate) fn optimise(loss: &Tensor, vars: &[Var], optim: &mut AdamW, schedule: &CosineWarmup, clip_norm: f64) -> Result<(f64, f64)> {
+    let mut grads = loss.backward()?;
+    if clip_norm > 0.0 {
+        clip_grad_norm(&mut grads, vars, clip_norm)?;
+    }
+    let lr = schedule.lr_at(optim.step_count());
+    optim.step(&grads, lr)?;
+    Ok((lr, loss.to_dtype(DType::F64)?.to_scalar::<f64>()?))
+}
+
 fn class_counts(train: &Inputs, logits: &Tensor) -> Result<Vec<usize>> {
     let mut counts = vec![0; logits.dim(1)?];
     for &l in &train.labels {
@@ -268,7 +276,8 @@ fn class_counts(train: &Inputs, logits: &Tensor) -> Result<Vec<usize>> {
     Ok(counts)
 }
 
-fn progress_bar(show: bool, total: usize) -> Option<indicatif::ProgressBar> {
+/// The training bar (batches, rate, time left), when `show`.
+pub(crate) fn progress_bar(show: bool, total: usize) -> Option<indicatif::ProgressBar> {
     if !show {
         return None;
     }
