@@ -102,6 +102,17 @@ pub fn evaluate(branch: Branch, logits: &Tensor, labels: &[usize], train_counts:
     })
 }
 
+/// Stack tables with the same columns into one, in order (sweeps, run lists, demo tables);
+/// `empty` is the error's message when there is none.
+pub fn vstack_all(frames: impl IntoIterator<Item = DataFrame>, empty: &str) -> Result<DataFrame> {
+    let mut frames = frames.into_iter();
+    let mut table = frames.next().ok_or_else(|| Error::InvalidInput(empty.to_string()))?;
+    for f in frames {
+        table.vstack_mut_owned(f)?;
+    }
+    Ok(table)
+}
+
 /// One row per (run, branch): `run`, `branch`, `top1`, `top5`, `many`, `medium`, `few`.
 pub fn metrics_frame(rows: &[(String, BranchMetrics)]) -> Result<DataFrame> {
     let col = |f: fn(&BranchMetrics) -> f64| rows.iter().map(|(_, m)| f(m)).collect::<Vec<f64>>();

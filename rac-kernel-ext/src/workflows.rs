@@ -6,6 +6,7 @@ use std::path::Path;
 use polars::prelude::*;
 use rac_core::assets::{self, AssetCache};
 use rac_core::data::Dataset;
+use rac_core::eval::vstack_all;
 use rac_core::experiment::Prepared;
 use rac_core::index::bench::BenchRow;
 use rac_core::index::{IndexConfig, Neighbours, QueryOptions, QuerySet, RetrievalIndex, Source, retrieval_only_table};
@@ -158,7 +159,7 @@ pub fn index_content_sweep(prep: &Prepared, config: &IndexConfig, fractions: &[f
     if let Some(f) = fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
         return Err(Error::InvalidInput(format!("index_content_sweep: fraction {f} is not in (0, 1]")));
     }
-    let mut table: Option<DataFrame> = None;
+    let mut frames = Vec::new();
     for thinning in [Thinning::Items, Thinning::PerClass, Thinning::Classes] {
         for &f in fractions {
             let rows = thin_rows(prep, thinning, f, seed);
@@ -175,15 +176,10 @@ pub fn index_content_sweep(prep: &Prepared, config: &IndexConfig, fractions: &[f
             df.with_column(Column::new("setting".into(), vec![thinning.name(); n]))?;
             df.with_column(Column::new("fraction".into(), vec![f; n]))?;
             df.with_column(Column::new("index_items".into(), vec![rows.len() as u64; n]))?;
-            match &mut table {
-                None => table = Some(df),
-                Some(t) => {
-                    t.vstack_mut(&df)?;
-                }
-            }
+            frames.push(df);
         }
     }
-    table.ok_or_else(|| Error::InvalidInput("index_content_sweep: no fractions given".into()))
+    vstack_all(frames, "index_content_sweep: no fractions given")
 }
 
 /// A bench table as a DataFrame: one row per (backend, parameters).
@@ -218,7 +214,7 @@ pub fn config_value(exp: &rac_core::experiment::Experiment, dotted: &str) -> Res
 
 /// The metrics of `records` with one column per dotted config key (its value in each run).
 pub fn runs_table(records: &[rac_core::experiment::RunRecord], keys: &[&str]) -> Result<DataFrame> {
-    let mut table: Option<DataFrame> = None;
+    let mut frames = Vec::with_capacity(records.len());
     for rec in records {
         let mut df = rec.metrics_with_run()?;
         let n = df.height();
@@ -226,14 +222,9 @@ pub fn runs_table(records: &[rac_core::experiment::RunRecord], keys: &[&str]) ->
             let value = config_value(&rec.meta.experiment, key)?;
             df.with_column(Column::new((*key).into(), vec![value; n]))?;
         }
-        match &mut table {
-            None => table = Some(df),
-            Some(t) => {
-                t.vstack_mut(&df)?;
-            }
-        }
+        frames.push(df);
     }
-    table.ok_or_else(|| Error::InvalidInput("runs_table: no records".into()))
+    vstack_all(frames, "runs_table: no records")
 }
 
 /// `n` distinct evaluation items chosen at random with `seed`.

@@ -68,11 +68,10 @@ pub fn demo_experiments(cache: &AssetCache) -> Result<Vec<Experiment>> {
 
 /// Every record's metrics in one table (`method`, `branch`, `top1`, …).
 pub fn stacked_metrics(records: &[RunRecord]) -> Result<DataFrame> {
-    let mut table = records.first().map(|r| r.metrics.clone()).unwrap_or_default();
-    for r in records.iter().skip(1) {
-        table.vstack_mut(&r.metrics)?;
+    if records.is_empty() {
+        return Ok(DataFrame::default());
     }
-    Ok(table)
+    crate::eval::vstack_all(records.iter().map(|r| r.metrics.clone()), "no records")
 }
 
 /// The paper's Table 3: one row per method (RAC by its fused output) with `all`, `many`,

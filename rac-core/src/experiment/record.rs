@@ -197,10 +197,6 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunRecord>> {
 
 /// The metrics of every complete record under `runs_dir`, in one DataFrame.
 pub fn load_runs(runs_dir: &Path) -> Result<DataFrame> {
-    let mut frames = list_runs(runs_dir)?.into_iter().map(|r| r.metrics_with_run());
-    let mut all = frames.next().ok_or_else(|| Error::InvalidInput(format!("no complete run records under {}", runs_dir.display())))??;
-    for f in frames {
-        all.vstack_mut(&f?)?;
-    }
-    Ok(all)
+    let frames = list_runs(runs_dir)?.iter().map(|r| r.metrics_with_run()).collect::<Result<Vec<_>>>()?;
+    crate::eval::vstack_all(frames, &format!("no complete run records under {}", runs_dir.display()))
 }

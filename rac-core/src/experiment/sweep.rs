@@ -7,6 +7,7 @@ use super::config::Experiment;
 use super::record::{self, RunRecord};
 use super::run::{Prepared, RunEnv, run_prepared};
 use crate::error::{Error, Result};
+use crate::eval::vstack_all;
 
 /// One axis of a grid: a dotted key and its values (as TOML text).
 #[derive(Debug, Clone, PartialEq)]
@@ -67,17 +68,9 @@ pub fn sweep_list(exps: &[Experiment], env: &RunEnv) -> Result<(Vec<RunRecord>, 
         let (_, prep) = prepared.as_mut().expect("just set");
         records.push(run_prepared(exp, prep, env)?);
     }
-    let mut table: Option<DataFrame> = None;
-    for rec in &records {
-        let df = rec.metrics_with_run()?;
-        match &mut table {
-            None => table = Some(df),
-            Some(t) => {
-                t.vstack_mut(&df)?;
-            }
-        }
-    }
-    Ok((records, table.ok_or_else(|| Error::InvalidInput("no experiments to run".into()))?))
+    let frames = records.iter().map(|r| r.metrics_with_run()).collect::<Result<Vec<_>>>()?;
+    let table = vstack_all(frames, "no experiments to run")?;
+    Ok((records, table))
 }
 
 /// Run a grid and return its records and one table: the metrics of every run with one
@@ -86,19 +79,15 @@ pub fn sweep(base: &Experiment, axes: &[Sweep], env: &RunEnv) -> Result<(Vec<Run
     let runs = grid(base, axes)?;
     let exps: Vec<Experiment> = runs.iter().map(|(_, e)| e.clone()).collect();
     let (records, _) = sweep_list(&exps, env)?;
-    let mut table: Option<DataFrame> = None;
+    let mut frames = Vec::with_capacity(records.len());
     for ((set, _), rec) in runs.iter().zip(&records) {
         let mut df = rec.metrics_with_run()?;
         let n = df.height();
         for (k, v) in set {
             df.with_column(Column::new(k.as_str().into(), vec![v.as_str(); n]))?;
         }
-        match &mut table {
-            None => table = Some(df),
-            Some(t) => {
-                t.vstack_mut(&df)?;
-            }
-        }
+        frames.push(df);
     }
-    Ok((records, table.ok_or_else(|| Error::InvalidInput("the sweep has no runs".into()))?))
+    let table = vstack_all(frames, "the sweep has no runs")?;
+    Ok((records, table))
 }
