@@ -237,8 +237,8 @@ impl Augment {
 
     /// The augmented, normalised `[3, crop, crop]` values of one image.
     pub fn apply(&self, img: &DynamicImage, rng: &mut impl Rng) -> Vec<f32> {
-        let out = self.augment_image(img, rng);
-        normalise(&out, &self.preprocess)
+        let view = DynamicImage::ImageRgb8(self.augment_image(img, rng));
+        Preprocess { grey_to_rgb: true, ..self.preprocess.clone() }.normalise(&view)
     }
 
     fn magnitude(&self, rng: &mut impl Rng) -> f64 {
@@ -252,19 +252,6 @@ impl Augment {
         };
         m.clamp(0.0, 10.0)
     }
-}
-
-/// Channel-major normalised values of an RGB image (its size is the crop).
-fn normalise(img: &RgbImage, pre: &Preprocess) -> Vec<f32> {
-    let (w, h) = img.dimensions();
-    let plane = (w * h) as usize;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, p) in img.pixels().enumerate() {
-        for ch in 0..3 {
-            out[ch * plane + i] = (p[ch] as f32 / 255.0 - pre.mean[ch]) / pre.std[ch];
-        }
-    }
-    out
 }
 
 /// Apply one operation at magnitude `m` (0–10), with `sign` choosing the direction of the

@@ -61,19 +61,9 @@ impl Transform {
     fn image(&self, img: &image::DynamicImage, rng: &mut ChaCha8Rng) -> RgbImage {
         match self {
             Transform::Train(a) => a.augment_image(img, rng),
-            Transform::Eval(p) => center_crop(img, p),
+            Transform::Eval(p) => p.resize_crop(img).to_rgb8(),
         }
     }
-}
-
-/// The shorter side resized to `pre.resize`, then the centre `pre.crop` square, as RGB.
-fn center_crop(img: &image::DynamicImage, pre: &Preprocess) -> RgbImage {
-    let (w, h) = (img.width().max(1), img.height().max(1));
-    let scale = pre.resize as f64 / w.min(h) as f64;
-    let nw = ((w as f64 * scale).round() as u32).max(pre.crop);
-    let nh = ((h as f64 * scale).round() as u32).max(pre.crop);
-    let resized = img.resize_exact(nw, nh, FilterType::Triangle).to_rgb8();
-    image::imageops::crop_imm(&resized, (nw - pre.crop) / 2, (nh - pre.crop) / 2, pre.crop, pre.crop).to_image()
 }
 
 /// One batch: the items' positions in the split, their labels, and their pixels.

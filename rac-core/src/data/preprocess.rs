@@ -54,22 +54,29 @@ impl Preprocess {
 
     /// Preprocess one image into channel-major (`[channels, crop, crop]`) values.
     pub fn apply(&self, img: &DynamicImage) -> Vec<f32> {
+        self.normalise(&self.resize_crop(img))
+    }
+
+    /// The shorter side resized to `resize` (bilinear), then the centre `crop` square; the
+    /// image keeps its colour type.
+    pub fn resize_crop(&self, img: &DynamicImage) -> DynamicImage {
         let (w, h) = (img.width().max(1), img.height().max(1));
         let scale = self.resize as f64 / w.min(h) as f64;
         let nw = ((w as f64 * scale).round() as u32).max(self.crop);
         let nh = ((h as f64 * scale).round() as u32).max(self.crop);
-        let resized = img.resize_exact(nw, nh, FilterType::Triangle);
+        img.resize_exact(nw, nh, FilterType::Triangle).crop_imm((nw - self.crop) / 2, (nh - self.crop) / 2, self.crop, self.crop)
+    }
+
+    /// Channel-major values of an image already at its final size: scaled to [0, 1], minus
+    /// the mean, over the std, per channel.
+    pub fn normalise(&self, img: &DynamicImage) -> Vec<f32> {
         let channels = self.channels(img);
-        let pixels: Vec<u8> = if channels == 3 { resized.to_rgb8().into_raw() } else { resized.to_luma8().into_raw() };
-        let (x0, y0) = (((nw - self.crop) / 2) as usize, ((nh - self.crop) / 2) as usize);
-        let (c, row) = (self.crop as usize, nw as usize);
-        let mut out = vec![0f32; channels * c * c];
-        for y in 0..c {
-            for x in 0..c {
-                let p = ((y0 + y) * row + x0 + x) * channels;
-                for ch in 0..channels {
-                    out[ch * c * c + y * c + x] = (pixels[p + ch] as f32 / 255.0 - self.mean[ch]) / self.std[ch];
-                }
+        let pixels: Vec<u8> = if channels == 3 { img.to_rgb8().into_raw() } else { img.to_luma8().into_raw() };
+        let plane = (img.width() * img.height()) as usize;
+        let mut out = vec![0f32; channels * plane];
+        for (i, px) in pixels.chunks_exact(channels).enumerate() {
+            for (ch, &v) in px.iter().enumerate() {
+                out[ch * plane + i] = (v as f32 / 255.0 - self.mean[ch]) / self.std[ch];
             }
         }
         out

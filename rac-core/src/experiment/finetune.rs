@@ -204,7 +204,7 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
     }
     let inputs = Inputs {
         base: Some(Tensor::cat(&features, 0)?),
-        retrieval: eval_text.map(|t| RetrievalBatch::Embedded(t.to_device(&device).unwrap_or(t))),
+        retrieval: eval_text.map(RetrievalBatch::Embedded),
         labels: prep.eval.labels.clone(),
     };
     let out = predict(&model, &inputs, 1024)?;
