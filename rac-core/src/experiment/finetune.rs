@@ -112,10 +112,7 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
     let cfg = exp.base_encoder.clone().ok_or_else(|| Error::InvalidInput("the experiment has no [base_encoder] section".into()))?;
     let device = exp.train.device.resolve("train.device")?;
     let num_classes = prep.dataset.num_classes();
-    let mut counts = vec![0usize; num_classes];
-    for &l in &prep.train.labels {
-        counts[l] += 1;
-    }
+    let counts = prep.train_counts();
 
     // The retrieval side: the eval inputs through the neighbour cache, and what the
     // augmented views need.

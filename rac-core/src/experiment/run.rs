@@ -168,6 +168,15 @@ impl Prepared {
         Ok(Prepared { dataset, train, eval, eval_split, train_rows, eval_rows, index })
     }
 
+    /// Training images per class (of the training features, without a held-out part).
+    pub fn train_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; self.dataset.num_classes()];
+        for &l in &self.train.labels {
+            counts[l] += 1;
+        }
+        counts
+    }
+
     /// The neighbours of every training item (without itself) and every evaluation item.
     pub fn neighbours(&mut self, k: usize, k_max: usize, drop_self: bool) -> Result<(Vec<Neighbours>, Vec<Neighbours>)> {
         let eval_vecs: Vec<f32> = self.eval.vectors.flatten_all()?.to_vec1()?;
@@ -326,10 +335,7 @@ pub fn assemble(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<A
     let device = exp.train.device.resolve("train.device")?;
     let r = &exp.retrieval;
     let num_classes = prep.dataset.num_classes();
-    let mut counts = vec![0usize; num_classes];
-    for &l in &prep.train.labels {
-        counts[l] += 1;
-    }
+    let counts = prep.train_counts();
     let mode = exp.model.mode;
     let (mut train_in, mut eval_in) = (
         Inputs { base: None, retrieval: None, labels: prep.train.labels.clone() },
