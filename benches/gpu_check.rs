@@ -52,7 +52,15 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { cpu_smoke: false, steps: 10, batch: 64, torch_script: "benches/gpu/torch_vit_step.py".into(), workers: None, breakdown: false, profile: None };
+    let mut a = Args {
+        cpu_smoke: false,
+        steps: 10,
+        batch: 64,
+        torch_script: "benches/gpu/torch_vit_step.py".into(),
+        workers: None,
+        breakdown: false,
+        profile: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -72,7 +80,9 @@ fn parse_args() -> Result<Args> {
                 })
             }
             "-h" | "--help" => {
-                println!("gpu_check [--cpu-smoke] [--steps N (10)] [--batch N (64)] [--torch-script PATH] [--workers N (all cores)] [--breakdown] [--profile f32|bf16|bf16-pure]");
+                println!(
+                    "gpu_check [--cpu-smoke] [--steps N (10)] [--batch N (64)] [--torch-script PATH] [--workers N (all cores)] [--breakdown] [--profile f32|bf16|bf16-pure]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (see --help)"),
@@ -137,7 +147,12 @@ fn run() -> Result<bool> {
         };
         println!("| {:w$} | {:>34} | {ok:>2} |", r.item, r.value);
     }
-    println!("\n{} on {:?}, {:.0} s in all", if args.cpu_smoke { "cpu smoke run" } else { "GPU check" }, device.location(), started.elapsed().as_secs_f64());
+    println!(
+        "\n{} on {:?}, {:.0} s in all",
+        if args.cpu_smoke { "cpu smoke run" } else { "GPU check" },
+        device.location(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(rows.iter().all(|r| r.ok != Some(false)))
 }
 
@@ -238,9 +253,17 @@ impl Variant {
 }
 
 /// Samples per second of RAC training steps with a fine-tuned ViT base branch.
-fn rac_vit_throughput(dev: &Device, config: &VitConfig, batch: usize, steps: usize, variant: Variant, breakdown: bool) -> Result<(f64, Option<[f64; 4]>)> {
+fn rac_vit_throughput(
+    dev: &Device,
+    config: &VitConfig,
+    batch: usize,
+    steps: usize,
+    variant: Variant,
+    breakdown: bool,
+) -> Result<(f64, Option<[f64; 4]>)> {
     let (text_dim, classes) = (384, 1000);
-    let preprocess = Preprocess { resize: config.image_size as u32, crop: config.image_size as u32, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };
+    let preprocess =
+        Preprocess { resize: config.image_size as u32, crop: config.image_size as u32, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };
     let weights = Weights::synthetic(13, dev);
     let (mixed, pure) = match variant {
         Variant::F32 => (Some(TrainableVit::new(&weights, config.clone(), preprocess, Precision::F32)?), None),
@@ -320,14 +343,20 @@ fn rac_vit_throughput(dev: &Device, config: &VitConfig, batch: usize, steps: usi
 /// base branch, E (EfficientNet-Lite0, random weights) on the same views, the index on the
 /// CPU (HNSW over E's features of the training images), T (random bag-of-words) on the k = 30
 /// joined texts, fusion, LACE and AdamW. Also the share of the time the retrieval side takes.
-fn rac_finetune_throughput(dev: &Device, vit_config: &VitConfig, batch: usize, steps: usize, workers: usize, precision: Precision) -> Result<(f64, f64)> {
+fn rac_finetune_throughput(
+    dev: &Device,
+    vit_config: &VitConfig,
+    batch: usize,
+    steps: usize,
+    workers: usize,
+    precision: Precision,
+) -> Result<(f64, f64)> {
     use std::sync::Arc;
     let (images, classes) = (batch * (steps + 1), 10usize);
     let k = 30.min(images - 2); // the paper's k; less on the smoke run's few images
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
-    let imgs: Vec<image::DynamicImage> = (0..images)
-        .map(|_| image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(28, 28, |_, _| image::Luma([rng.random::<u8>()]))))
-        .collect();
+    let imgs: Vec<image::DynamicImage> =
+        (0..images).map(|_| image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(28, 28, |_, _| image::Luma([rng.random::<u8>()])))).collect();
     let labels: Vec<usize> = (0..images).map(|i| i % classes).collect();
     let split = Arc::new(Split::in_memory(SplitKind::Train, imgs, labels.clone())?);
     let e = EfficientNet::from_weights(&Weights::synthetic(12, dev), EfficientNetConfig::lite0())?;
@@ -348,9 +377,11 @@ fn rac_finetune_throughput(dev: &Device, vit_config: &VitConfig, batch: usize, s
     let first = index.source_ids("train")?.start;
     let item_of_row = (0..images).map(|r| (r, first + r as ItemId)).collect();
     let text = RandomBow::new(384, 0, 76, dev)?;
-    let mut online = OnlineRetrieval::new(Box::new(e), Box::new(text), InputNorm::None.fit(&Tensor::zeros((1, 1), DType::F32, dev)?)?, k, ", ", item_of_row);
+    let mut online =
+        OnlineRetrieval::new(Box::new(e), Box::new(text), InputNorm::None.fit(&Tensor::zeros((1, 1), DType::F32, dev)?)?, k, ", ", item_of_row);
 
-    let preprocess = Preprocess { resize: vit_config.image_size as u32, crop: vit_config.image_size as u32, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };
+    let preprocess =
+        Preprocess { resize: vit_config.image_size as u32, crop: vit_config.image_size as u32, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };
     let vit = TrainableVit::new(&Weights::synthetic(13, dev), vit_config.clone(), preprocess.clone(), precision)?;
     let widths = Widths { base_dim: vit.dim(), text_dim: online.text_dim(), num_classes: classes };
     let model = RacModel::new(&ModelConfig::default(), widths, None, 0, dev)?;
@@ -393,9 +424,8 @@ fn rac_finetune_throughput(dev: &Device, vit_config: &VitConfig, batch: usize, s
 /// augmented with the paper's recipe to `size` and laid out as the device expects.
 fn loader_throughput(size: u32, images: usize, batch: usize, workers: usize) -> Result<f64> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-    let imgs: Vec<image::DynamicImage> = (0..images)
-        .map(|_| image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(28, 28, |_, _| image::Luma([rng.random::<u8>()]))))
-        .collect();
+    let imgs: Vec<image::DynamicImage> =
+        (0..images).map(|_| image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(28, 28, |_, _| image::Luma([rng.random::<u8>()])))).collect();
     let labels = (0..images).map(|i| i % 10).collect();
     let split = std::sync::Arc::new(Split::in_memory(SplitKind::Train, imgs, labels)?);
     let pre = Preprocess { resize: size, crop: size, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };
@@ -411,7 +441,14 @@ fn loader_throughput(size: u32, images: usize, batch: usize, workers: usize) -> 
 
 fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let (config, batch, steps) = if args.cpu_smoke {
-        let tiny = VitConfig { hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64, image_size: 32, ..VitConfig::base_patch16_224() };
+        let tiny = VitConfig {
+            hidden_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 64,
+            image_size: 32,
+            ..VitConfig::base_patch16_224()
+        };
         (tiny, 2, 1)
     } else {
         (VitConfig::base_patch16_224(), args.batch, args.steps)
@@ -424,10 +461,15 @@ fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             rows.push(Row { item: format!("RAC ViT-B/16 train {name}"), value: "skipped: no bf16 matmul on the CPU".into(), ok: None });
             continue;
         }
-        let (sps, phases) = rac_vit_throughput(dev, &config, batch, steps, variant, args.breakdown).with_context(|| format!("the {name} training step"))?;
+        let (sps, phases) =
+            rac_vit_throughput(dev, &config, batch, steps, variant, args.breakdown).with_context(|| format!("the {name} training step"))?;
         rows.push(Row { item: format!("RAC ViT-B/16 train {name} ({shape})"), value: format!("{sps:.1} samples/s"), ok: None });
         if let Some([f, h, b, o]) = phases {
-            rows.push(Row { item: format!("  {name}: ms forward / heads+loss / backward / AdamW"), value: format!("{f:.1} / {h:.1} / {b:.1} / {o:.1}"), ok: None });
+            rows.push(Row {
+                item: format!("  {name}: ms forward / heads+loss / backward / AdamW"),
+                value: format!("{f:.1} / {h:.1} / {b:.1} / {o:.1}"),
+                ok: None,
+            });
         }
         ours.push((variant, sps));
     }
@@ -439,7 +481,8 @@ fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         if dev.is_cpu() && precision == Precision::Bf16 {
             continue;
         }
-        let (sps, share) = rac_finetune_throughput(dev, &config, batch, steps, workers, precision).with_context(|| format!("the {precision:?} fine-tuning pipeline"))?;
+        let (sps, share) = rac_finetune_throughput(dev, &config, batch, steps, workers, precision)
+            .with_context(|| format!("the {precision:?} fine-tuning pipeline"))?;
         let name = if precision == Precision::F32 { "f32" } else { "bf16 (f32 masters)" };
         rows.push(Row {
             item: format!("RAC fine-tune step {name}: loader, E, index, T"),
@@ -450,7 +493,10 @@ fn throughput(dev: &Device, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     if args.cpu_smoke {
         return Ok(());
     }
-    let torch_ok = Command::new("python3").args(["-c", "import torch, torchvision; assert torch.cuda.is_available()"]).output().is_ok_and(|o| o.status.success());
+    let torch_ok = Command::new("python3")
+        .args(["-c", "import torch, torchvision; assert torch.cuda.is_available()"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !torch_ok {
         rows.push(Row { item: "PyTorch eager ViT-B/16".into(), value: "skipped: no torch with CUDA".into(), ok: None });
         return Ok(());

@@ -4,6 +4,9 @@
 # (default ~/.cache/rac). Idempotent: a second run does no network work.
 #
 # Usage: scripts/setup.sh [--release]
+#   RAC_BIN=PATH runs that already-built `rac` for the fetch instead of `cargo run` (the test
+#   command builds the whole workspace first: `cargo run` alone would resolve rac-core's
+#   dependencies with other features and build a second copy of much of the tree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +32,8 @@ if ! apt-cache show dataset-fashion-mnist >/dev/null 2>&1; then
   as_root apt-get update -qq || echo "setup: could not run apt-get update; rac assets fetch will say what to provide by hand" >&2
 fi
 
-cargo run -q "${profile[@]}" --bin rac -- assets fetch
+if [[ -n "${RAC_BIN:-}" ]]; then
+  "$RAC_BIN" assets fetch
+else
+  cargo run -q "${profile[@]}" --bin rac -- assets fetch
+fi

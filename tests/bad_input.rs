@@ -145,7 +145,8 @@ fn wrong_checksum_names_the_file() {
     s.write("train.txt", GOOD_TRAIN);
     s.write("test.txt", GOOD_TEST);
     let m = s.manifest("count = 3", "").to_string_lossy().into_owned();
-    let text = std::fs::read_to_string(&m).unwrap().replace("file = \"train.txt\" }", &format!("file = \"train.txt\", sha256 = \"{}\" }}", "0".repeat(64)));
+    let text =
+        std::fs::read_to_string(&m).unwrap().replace("file = \"train.txt\" }", &format!("file = \"train.txt\", sha256 = \"{}\" }}", "0".repeat(64)));
     std::fs::write(&m, text).unwrap();
     let msg = err_of(s.load(Path::new(&m)));
     assert!(msg.contains("checksum mismatch") && msg.contains("train.txt"), "{msg}");

@@ -77,7 +77,15 @@ fn the_gpu_check_runs_its_cpu_smoke_mode() {
     let out = std::process::Command::new(&bin).arg("--cpu-smoke").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    for item in ["loss LACE gradient", "fusion (Eq. 1)", "MiniLM forward", "EfficientNet-Lite0 forward", "RAC ViT-B/16 train f32", "loader: augmented", "RAC fine-tune step f32"] {
+    for item in [
+        "loss LACE gradient",
+        "fusion (Eq. 1)",
+        "MiniLM forward",
+        "EfficientNet-Lite0 forward",
+        "RAC ViT-B/16 train f32",
+        "loader: augmented",
+        "RAC fine-tune step f32",
+    ] {
         assert!(text.lines().any(|l| l.contains(item)), "{item} missing:\n{text}");
     }
     assert!(!text.contains("| NO |"), "{text}");

@@ -12,8 +12,8 @@ use rac_core::data::Preprocess;
 use rac_core::encoders::depthwise::{DepthwiseConv2d, same_padding};
 use rac_core::encoders::tokenize::TextTokenizer;
 use rac_core::encoders::{
-    ClipTextEncoder, ClipVisionEncoder, EfficientNet, EfficientNetConfig, ImageEncoder, ImageEncoderSpec, LearnedBow, MiniLm, RandomBow,
-    TextEncoder, VitConfig, VitEncoder,
+    ClipTextEncoder, ClipVisionEncoder, EfficientNet, EfficientNetConfig, ImageEncoder, ImageEncoderSpec, LearnedBow, MiniLm, RandomBow, TextEncoder,
+    VitConfig, VitEncoder,
 };
 use rac_tests::asset;
 
@@ -171,13 +171,8 @@ fn depthwise_op_matches_candle_grouped_convolution() {
         let (pt, pb) = same_padding(h, k, s);
         let (pl, pr) = same_padding(w, k, s);
         let nchw = x.permute((0, 3, 1, 2)).unwrap().pad_with_zeros(2, pt, pb).unwrap().pad_with_zeros(3, pl, pr).unwrap();
-        let reference = nchw
-            .conv2d(&wt, 0, s, 1, c)
-            .unwrap()
-            .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
-            .unwrap()
-            .permute((0, 2, 3, 1))
-            .unwrap();
+        let reference =
+            nchw.conv2d(&wt, 0, s, 1, c).unwrap().broadcast_add(&b.reshape((1, c, 1, 1)).unwrap()).unwrap().permute((0, 2, 3, 1)).unwrap();
         assert_eq!(got.dims(), reference.dims());
         assert!(max_abs_diff(&got, &reference) < 1e-5, "k={k} s={s}");
         // The path off the CPU (a sum over taps), with and without the fused ReLU6.
@@ -241,13 +236,13 @@ fn minilm_similarities_are_those_of_the_published_model() {
 /// cos(cat, kitten) = 0.7948 and cos(cat, tax) = 0.0822.
 const REF_SENTENCE: &str = "A cat sits on the mat next to a red ball.";
 const REF_FIRST16: [f32; 16] = [
-    0.162419, -0.020226, -0.054379, 0.01136, -0.048125, 0.085924, 0.073234, 0.067025, 0.025816, 0.04031, -0.041266, 0.06404,
-    -0.013871, 0.058801, 0.018779, -0.046763,
+    0.162419, -0.020226, -0.054379, 0.01136, -0.048125, 0.085924, 0.073234, 0.067025, 0.025816, 0.04031, -0.041266, 0.06404, -0.013871, 0.058801,
+    0.018779, -0.046763,
 ];
 /// Dimensions 0, 24, 48, …, 360.
 const REF_EVERY24: [f32; 16] = [
-    0.162419, -0.082125, 0.048337, 0.0044, -0.026039, 0.087369, -0.021723, 0.055044, 0.027228, -0.04768, -0.091834, 0.05011,
-    -0.000167, -0.058823, -0.100468, 0.026643,
+    0.162419, -0.082125, 0.048337, 0.0044, -0.026039, 0.087369, -0.021723, 0.055044, 0.027228, -0.04768, -0.091834, 0.05011, -0.000167, -0.058823,
+    -0.100468, 0.026643,
 ];
 
 #[test]

@@ -139,7 +139,7 @@ fn frozen_text_features_encode_each_truncated_sequence_once_and_match_the_encode
     let batch = m.tokenize(&refs).unwrap();
     assert_eq!(batch.lengths[0], 12, "the long texts are cut");
     let dir = tempfile::tempdir().unwrap();
-    let got = rac_core::experiment::run::frozen_text_features(&m, &texts, dir.path(), &mut BarProgress::new(false)).unwrap();
+    let got = rac_core::experiment::texts::frozen_text_features(&m, &texts, dir.path(), &mut BarProgress::new(false)).unwrap();
     let want = m.encode(&refs).unwrap();
     let diff = (got.clone() - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-5, "deduplicated, unpadded encodings match the encoder's own: {diff}");
@@ -147,7 +147,7 @@ fn frozen_text_features_encode_each_truncated_sequence_once_and_match_the_encode
     assert_eq!(rows[0], rows[1], "texts equal up to the cut share one encoding");
     assert_ne!(rows[0], rows[2]);
     // A second call reads the cache.
-    let again = rac_core::experiment::run::frozen_text_features(&m, &texts, dir.path(), &mut BarProgress::new(false)).unwrap();
+    let again = rac_core::experiment::texts::frozen_text_features(&m, &texts, dir.path(), &mut BarProgress::new(false)).unwrap();
     assert_eq!(again.to_vec2::<f32>().unwrap(), rows);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

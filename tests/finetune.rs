@@ -121,7 +121,14 @@ fn bad_augmentation_and_fine_tuning_settings_name_the_field() {
     assert_eq!(Experiment::named("x").config_hash(), Experiment::parse(Path::new("x.toml"), "name = \"x\"\n").unwrap().config_hash());
 }
 
-fn collect(split: &Arc<Split>, items: Option<&[usize]>, transform: &Arc<Transform>, workers: usize, epoch: usize, rsize: Option<u32>) -> Vec<rac_core::data::ImageBatch> {
+fn collect(
+    split: &Arc<Split>,
+    items: Option<&[usize]>,
+    transform: &Arc<Transform>,
+    workers: usize,
+    epoch: usize,
+    rsize: Option<u32>,
+) -> Vec<rac_core::data::ImageBatch> {
     let config = LoaderConfig { batch_size: 7, workers, prefetch: 2, seed: 42, shuffle: true };
     EpochLoader::start(split.clone(), items, transform.clone(), rsize, config, epoch).unwrap().map(|b| b.unwrap()).collect()
 }
@@ -159,9 +166,7 @@ fn the_loader_gives_the_same_ordered_batches_for_any_number_of_workers() {
     let batches: Vec<_> = EpochLoader::start(split.clone(), Some(&items), eval, None, config, 0).unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(batches.iter().flat_map(|b| b.items.clone()).collect::<Vec<_>>(), items);
     let first = pre.apply(&split.image(items[0]).unwrap());
-    let from_loader: Vec<f32> = (0..3 * 32 * 32)
-        .map(|j| (batches[0].pixels[j] as f32 / 255.0 - 0.5) / 0.5)
-        .collect();
+    let from_loader: Vec<f32> = (0..3 * 32 * 32).map(|j| (batches[0].pixels[j] as f32 / 255.0 - 0.5) / 0.5).collect();
     assert_eq!(from_loader, first);
 
     // An item out of range is refused before any thread starts.
@@ -241,6 +246,45 @@ fn fine_tuning_a_small_vit_trains_rac_end_to_end_and_is_reproducible() {
     bf16.precision = Precision::Bf16;
     let msg = TrainableVit::load(&bf16, &Device::Cpu).err().unwrap().to_string();
     assert!(msg.contains("base_encoder.precision") && msg.contains("CUDA"), "{msg}");
+}
+
+#[test]
+fn a_fine_tuning_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result() {
+    let _one_at_a_time = SHARED_INDEX.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let manifest = tiny_fashion_set(data.path(), 6, 3);
+    let vit_dir = tempfile::tempdir().unwrap();
+    small_vit_folder(vit_dir.path());
+    let text = format!(
+        "name = \"ft-resume\"\n[data]\nmanifest = \"{}\"\n[index]\nbackend = \"exact\"\n[retrieval]\nk = 3\nk_max = 8\ntext_encoder = \"bow-random\"\n\
+         [optim]\nlr = 0.001\n[train]\nepochs = 3\nbatch_size = 16\nwarmup_epochs = 1\n\
+         [base_encoder]\nimage = \"vit:{}\"\nworkers = 2\n",
+        manifest.display(),
+        vit_dir.path().display()
+    );
+    let exp = Experiment::parse(Path::new("ft-resume.toml"), &text).unwrap();
+    let cfg = exp.base_encoder.clone().unwrap();
+    let (whole_runs, cut_runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let env = |dir: &Path| RunEnv { runs_dir: dir.to_path_buf(), cache: cache(), ..RunEnv::from_env() };
+    let mut prep = Prepared::new(&exp, &env(whole_runs.path())).unwrap();
+
+    let whole = run_finetune_with(&exp, &mut prep, &env(whole_runs.path()), &TrainableVit::load(&cfg, &Device::Cpu).unwrap()).unwrap();
+
+    // Killed after epoch 1 of 3 (the hook fails the run right after that epoch's checkpoint).
+    let stopping = RunEnv { hooks: rac_core::train::TrainHooks { stop_after_epoch: Some(1), progress: false }, ..env(cut_runs.path()) };
+    let err = run_finetune_with(&exp, &mut prep, &stopping, &TrainableVit::load(&cfg, &Device::Cpu).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("stopped after epoch 1"), "{err}");
+    let checkpoint = rac_core::train::trainer::checkpoint_path(&env(cut_runs.path()).checkpoint_dir(&exp));
+    assert!(checkpoint.is_file(), "the epoch-1 checkpoint is kept");
+    assert!(RunRecord::load(&rac_core::experiment::record::record_dir(cut_runs.path(), &exp)).is_err(), "no record yet");
+
+    // A fresh process would load fresh weights: the checkpoint restores the encoder's and the heads'.
+    let resumed = run_finetune_with(&exp, &mut prep, &env(cut_runs.path()), &TrainableVit::load(&cfg, &Device::Cpu).unwrap()).unwrap();
+    assert_eq!(resumed.epochs.height(), 3, "the log keeps epoch 1 from the checkpoint");
+    assert_eq!(whole.epochs.column("loss").unwrap(), resumed.epochs.column("loss").unwrap(), "the same losses, epoch by epoch");
+    assert_eq!(whole.epochs.column("lr").unwrap(), resumed.epochs.column("lr").unwrap());
+    assert_eq!(whole.metrics, resumed.metrics, "the same metrics on every branch");
+    assert!(!checkpoint.exists(), "the checkpoint goes once the record is saved");
 }
 
 #[test]

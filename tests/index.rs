@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use rac_core::Error;
 use rac_core::index::bench::recall_at;
 use rac_core::index::synthetic::{SyntheticSet, SyntheticSpec, generate};
-use rac_core::index::{
-    Backend, CacheOutcome, Failpoint, FeatureFile, IndexConfig, ItemId, Metric, QueryOptions, QuerySet, RetrievalIndex, Source,
-};
+use rac_core::index::{Backend, CacheOutcome, Failpoint, FeatureFile, IndexConfig, ItemId, Metric, QueryOptions, QuerySet, RetrievalIndex, Source};
 use rac_tests::rac_bin;
 
 fn small_set(n_base: usize, n_queries: usize, dim: usize, seed: u64) -> SyntheticSet {
@@ -74,7 +72,8 @@ fn every_backend_finds_the_true_neighbours_with_true_distances() {
     let set = small_set(1500, 40, dim, 1);
     for metric in [Metric::Cosine, Metric::L2] {
         // L2 on unnormalised vectors, so that a missing sqrt or scale would show.
-        let base: Vec<f32> = if metric == Metric::L2 { set.base.iter().enumerate().map(|(i, x)| x * (1.0 + (i % 5) as f32)).collect() } else { set.base.clone() };
+        let base: Vec<f32> =
+            if metric == Metric::L2 { set.base.iter().enumerate().map(|(i, x)| x * (1.0 + (i % 5) as f32)).collect() } else { set.base.clone() };
         let truth = naive(&base, &set.queries, dim, 10, metric);
         for backend in Backend::ALL {
             let dir = tempfile::tempdir().unwrap();
@@ -555,8 +554,7 @@ fn bad_config_values_name_their_field() {
     c.arroy.n_trees = 0;
     assert!(c.validate().unwrap_err().to_string().contains("arroy.n_trees"));
     let dir = tempfile::tempdir().unwrap();
-    let mut c = IndexConfig::default();
-    c.max_map_size = 1;
+    let c = IndexConfig { max_map_size: 1, ..IndexConfig::default() };
     assert!(RetrievalIndex::create(dir.path(), &c).is_err());
 }
 
@@ -564,8 +562,8 @@ fn bad_config_values_name_their_field() {
 
 #[test]
 fn vote_rules_follow_the_paper_and_dino() {
-    use rac_core::index::knn_eval::{DINO_TEMPERATURE, vote};
     use rac_core::index::VoteRule::*;
+    use rac_core::index::knn_eval::{DINO_TEMPERATURE, vote};
     let labels = [3, 1, 1, 2, 2, 2];
     let d = [0.01, 0.02, 0.03, 0.5, 0.6, 0.7];
     assert_eq!(vote(&labels, &d, 6, Nearest, Metric::Cosine), Some(3));
@@ -682,7 +680,8 @@ fn the_index_commands_work_end_to_end() {
     assert_eq!(stats["sources"][1]["name"], "extra");
     assert!(stats["size_on_disk"].as_u64().unwrap() > 0);
     let q: serde_json::Value =
-        serde_json::from_str(&ok(rac_in(w, &["index", "query", "idx", "--features", "test.safetensors", "--rows", "2", "--k", "3", "--json"]))).unwrap();
+        serde_json::from_str(&ok(rac_in(w, &["index", "query", "idx", "--features", "test.safetensors", "--rows", "2", "--k", "3", "--json"])))
+            .unwrap();
     assert_eq!(q.as_array().unwrap().len(), 2);
     assert_eq!(q[0]["ids"][0], 300, "test row 0 finds its copy in `extra`");
     assert_eq!(q[0]["texts"][0], "zero");

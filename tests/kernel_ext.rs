@@ -141,13 +141,22 @@ fn a_run_record_its_per_class_plot_the_retrieval_panel_and_index_content() {
     let chart = plot_index_content(&content).unwrap();
     assert_eq!(chart.series.len(), 6, "all and few for each of the three settings");
     assert!(chart.series.iter().all(|s| s.x == vec![0.5, 1.0]));
-    let full = RetrievalIndex::build(&work.path().join("full"), &cfg, &[train_source(&prep, "train", &(0..prep.train.ids.len()).collect::<Vec<_>>()).unwrap()]).unwrap();
-    let weighted = knn_table_of(&prep, &full, 5).unwrap().lazy().filter(col("method").eq(lit("weighted"))).collect().unwrap();
-    let at_full = content.clone().lazy().filter(col("fraction").eq(lit(1.0))).collect().unwrap();
+    let full = RetrievalIndex::build(
+        &work.path().join("full"),
+        &cfg,
+        &[train_source(&prep, "train", &(0..prep.train.ids.len()).collect::<Vec<_>>()).unwrap()],
+    )
+    .unwrap();
+    let weighted = rows_with(&knn_table_of(&prep, &full, 5).unwrap(), "method", |m| m == "weighted").unwrap();
+    let at_full = content.filter(&content.column("fraction").unwrap().f64().unwrap().equal(1.0)).unwrap();
     for i in 0..3 {
-        assert_eq!(at_full.column("all").unwrap().get(i).unwrap(), weighted.column("all").unwrap().get(0).unwrap(), "fraction 1 keeps the whole index");
+        assert_eq!(
+            at_full.column("all").unwrap().get(i).unwrap(),
+            weighted.column("all").unwrap().get(0).unwrap(),
+            "fraction 1 keeps the whole index"
+        );
     }
-    let half = content.lazy().filter(col("fraction").eq(lit(0.5))).collect().unwrap();
+    let half = content.filter(&content.column("fraction").unwrap().f64().unwrap().equal(0.5)).unwrap();
     let items: Vec<u64> = half.column("index_items").unwrap().u64().unwrap().into_no_null_iter().collect();
     let n = prep.train.ids.len();
     assert_eq!(items[0], (n as f64 / 2.0).round() as u64, "half of the items");

@@ -18,9 +18,7 @@ pub fn manifest(name: &str) -> PathBuf {
 
 /// The team's shared data folder (`../shared/data` beside the checkout), or `RAC_SHARED_DATA`.
 pub fn shared_data() -> PathBuf {
-    std::env::var_os("RAC_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("..").join("shared").join("data"))
+    std::env::var_os("RAC_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("..").join("shared").join("data"))
 }
 
 /// The real Places365-LT split folder.

@@ -40,7 +40,15 @@ struct Run {
     losses: Vec<f64>,
 }
 
-fn run(ds: &Dataset, tr: &Inputs, te: &Inputs, kind: LossKind, epochs: usize, ckpt: Option<&std::path::Path>, hooks: &TrainHooks) -> rac_core::Result<Run> {
+fn run(
+    ds: &Dataset,
+    tr: &Inputs,
+    te: &Inputs,
+    kind: LossKind,
+    epochs: usize,
+    ckpt: Option<&std::path::Path>,
+    hooks: &TrainHooks,
+) -> rac_core::Result<Run> {
     let counts = ds.train_counts();
     let model_cfg = ModelConfig { mode: Mode::Base, ..ModelConfig::default() };
     let widths = Widths { base_dim: 49, text_dim: 0, num_classes: 10 };
@@ -48,7 +56,7 @@ fn run(ds: &Dataset, tr: &Inputs, te: &Inputs, kind: LossKind, epochs: usize, ck
     let loss = LongTailLoss::new(&LossConfig { kind, ..LossConfig::default() }, &counts, &Device::Cpu)?;
     let optim = OptimConfig { lr: 0.05, ..OptimConfig::default() };
     let cfg = TrainConfig { epochs, batch_size: 256, seed: 3, warmup_epochs: 1, ..TrainConfig::default() };
-    let log = train(&model, &loss, &optim, &cfg, tr, None, ckpt, hooks)?;
+    let log = train(&model, &loss, &optim, &cfg, tr, ckpt, hooks)?;
     let out = predict(&model, te, 1024)?;
     Ok(Run { logits: out.fused.to_vec2().unwrap(), losses: log.iter().map(|l| l.loss).collect() })
 }

@@ -37,11 +37,7 @@ const CASES: [Case; 5] = [
         items: 0,
     },
     Case { name: "RAC, MiniLM T frozen", sets: &[("retrieval.text_encoder", "\"minilm\"")], items: 0 },
-    Case {
-        name: "RAC, MiniLM T fine-tuned",
-        sets: &[("retrieval.text_encoder", "\"minilm\""), ("retrieval.finetune_text", "true")],
-        items: 400,
-    },
+    Case { name: "RAC, MiniLM T fine-tuned", sets: &[("retrieval.text_encoder", "\"minilm\""), ("retrieval.finetune_text", "true")], items: 400 },
 ];
 
 const ROUNDS: usize = 5;
@@ -78,7 +74,7 @@ fn main() -> rac_core::Result<()> {
             if case.items > 0 && round > 0 {
                 continue;
             }
-            let log = train(&a.model, &a.loss, &exp.optim, config, inputs, None, None, &TrainHooks::default())?;
+            let log = train(&a.model, &a.loss, &exp.optim, config, inputs, None, &TrainHooks::default())?;
             rates[i].push(log[0].samples_per_s);
         }
     }

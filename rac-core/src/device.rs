@@ -85,8 +85,7 @@ impl DeviceChoice {
                          rebuild with `--features cuda` (README: Building with CUDA), or set {field} = \"cpu\""
                     )));
                 }
-                Device::new_cuda(n)
-                    .map_err(|e| Error::InvalidInput(format!("{field} = \"cuda:{n}\": the CUDA device cannot be opened: {e}")))
+                Device::new_cuda(n).map_err(|e| Error::InvalidInput(format!("{field} = \"cuda:{n}\": the CUDA device cannot be opened: {e}")))
             }
         }
     }
@@ -227,7 +226,8 @@ mod tests {
 
     #[test]
     fn parses_and_prints_every_form() {
-        for (s, d) in [("auto", DeviceChoice::Auto), ("cpu", DeviceChoice::Cpu), ("cuda:0", DeviceChoice::Cuda(0)), ("cuda:3", DeviceChoice::Cuda(3))] {
+        for (s, d) in [("auto", DeviceChoice::Auto), ("cpu", DeviceChoice::Cpu), ("cuda:0", DeviceChoice::Cuda(0)), ("cuda:3", DeviceChoice::Cuda(3))]
+        {
             assert_eq!(s.parse::<DeviceChoice>().unwrap(), d);
             assert_eq!(d.to_string(), s);
         }

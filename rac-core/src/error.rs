@@ -89,6 +89,26 @@ pub enum Error {
         message: String,
     },
 
+    /// A spec string (an encoder's name) that is none of the known ones.
+    #[error("unknown {what} `{spec}`; known: {known}")]
+    UnknownSpec {
+        /// What the spec names ("image encoder", "text encoder").
+        what: &'static str,
+        /// The string given.
+        spec: String,
+        /// The known spec strings.
+        known: &'static str,
+    },
+
+    /// A spec string that needs a folder after its name and has none.
+    #[error("{what} `{name}` needs a folder: `{name}:DIR`")]
+    SpecNeedsFolder {
+        /// What the spec names.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+
     // ---- data --------------------------------------------------------------------------
     /// An image that cannot be read or decoded.
     #[error("cannot decode image {path}{origin}: {message}", origin = origin_suffix(.origin))]
@@ -234,7 +254,9 @@ pub enum Error {
     },
 
     /// The LMDB map is full and may not grow further.
-    #[error("{path}: the LMDB map is full at {map_size} bytes and may not grow past the limit of {limit} bytes; raise `max_map_size` in the index config")]
+    #[error(
+        "{path}: the LMDB map is full at {map_size} bytes and may not grow past the limit of {limit} bytes; raise `max_map_size` in the index config"
+    )]
     IndexMapFull {
         /// The index folder.
         path: PathBuf,
@@ -277,9 +299,7 @@ impl Error {
     /// Attach a hint to a [`Error::MissingFile`]; other errors are returned unchanged.
     pub fn with_hint(self, new_hint: impl Into<String>) -> Self {
         match self {
-            Error::MissingFile { what, path, .. } => {
-                Error::MissingFile { what, path, hint: Some(new_hint.into()) }
-            }
+            Error::MissingFile { what, path, .. } => Error::MissingFile { what, path, hint: Some(new_hint.into()) },
             other => other,
         }
     }

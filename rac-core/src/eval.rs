@@ -81,9 +81,8 @@ pub fn evaluate(branch: Branch, logits: &Tensor, labels: &[usize], train_counts:
             hit5[y] += 1;
         }
     }
-    let rate = |h: &[usize]| -> Vec<f64> {
-        h.iter().zip(&total).map(|(&h, &t)| if t == 0 { f64::NAN } else { 100.0 * h as f64 / t as f64 }).collect()
-    };
+    let rate =
+        |h: &[usize]| -> Vec<f64> { h.iter().zip(&total).map(|(&h, &t)| if t == 0 { f64::NAN } else { 100.0 * h as f64 / t as f64 }).collect() };
     let per_class_top1 = rate(&hit1);
     let per_class_top5 = rate(&hit5);
     let mean_where = |v: &[f64], keep: &dyn Fn(usize) -> bool| -> f64 {
@@ -111,6 +110,24 @@ pub fn vstack_all(frames: impl IntoIterator<Item = DataFrame>, empty: &str) -> R
         table.vstack_mut_owned(f)?;
     }
     Ok(table)
+}
+
+/// The rows of `df` whose string column `column` satisfies `keep`. Tables here are small and
+/// eager: the library builds polars without its lazy engine (see ARCHITECTURE.md).
+pub fn rows_with(df: &DataFrame, column: &str, keep: impl Fn(&str) -> bool) -> Result<DataFrame> {
+    let mask: BooleanChunked = df.column(column)?.str()?.iter().map(|v| v.is_some_and(&keep)).collect();
+    Ok(df.filter(&mask)?)
+}
+
+/// The columns of `df` in the order given, each `(name, new name)`.
+pub fn select_as(df: &DataFrame, columns: &[(&str, &str)]) -> Result<DataFrame> {
+    let mut out = df.select(columns.iter().map(|(from, _)| *from))?;
+    for (from, to) in columns {
+        if from != to {
+            out.rename(from, (*to).into())?;
+        }
+    }
+    Ok(out)
 }
 
 /// One row per (run, branch): `run`, `branch`, `top1`, `top5`, `many`, `medium`, `few`.

@@ -17,10 +17,7 @@ pub fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
 /// Read a whole UTF-8 file; `what` names it in the error.
 pub fn read_to_string(path: &Path, what: &str) -> Result<String> {
     let bytes = read(path, what)?;
-    String::from_utf8(bytes).map_err(|e| Error::Format {
-        path: path.to_path_buf(),
-        message: format!("not valid UTF-8 ({e})"),
-    })
+    String::from_utf8(bytes).map_err(|e| Error::Format { path: path.to_path_buf(), message: format!("not valid UTF-8 ({e})") })
 }
 
 /// The lower-case hex sha256 of a byte slice.

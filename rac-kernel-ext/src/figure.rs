@@ -135,9 +135,10 @@ impl Chart {
     }
 
     fn finite_points(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
-        self.series.iter().flat_map(|s| s.x.iter().copied().zip(s.y.iter().copied())).filter(|(x, y)| {
-            x.is_finite() && y.is_finite() && (!self.x_log || *x > 0.0) && (!self.y_log || *y > 0.0)
-        })
+        self.series
+            .iter()
+            .flat_map(|s| s.x.iter().copied().zip(s.y.iter().copied()))
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.x_log || *x > 0.0) && (!self.y_log || *y > 0.0))
     }
 
     /// The static rendering: an SVG document.
@@ -264,9 +265,6 @@ fn format_tick(v: f64) -> String {
 impl NotebookDisplay for Chart {
     fn mime_bundle(&self) -> Bundle {
         let text = format!("{} ({} series)", self.title, self.series.len());
-        Bundle::new()
-            .with("application/vnd.plotly.v1+json", self.to_plotly().to_json())
-            .with("image/svg+xml", self.to_svg())
-            .with("text/plain", text)
+        Bundle::new().with("application/vnd.plotly.v1+json", self.to_plotly().to_json()).with("image/svg+xml", self.to_svg()).with("text/plain", text)
     }
 }

@@ -18,10 +18,7 @@ pub fn img_tag(img: &DynamicImage, px: u32, alt: &str) -> Result<String> {
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| Error::InvalidInput(format!("cannot encode image `{alt}` as PNG: {e}")))?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
-    Ok(format!(
-        "<img src=\"data:image/png;base64,{b64}\" width=\"{px}\" alt=\"{}\" style=\"image-rendering:pixelated\">",
-        escape(alt)
-    ))
+    Ok(format!("<img src=\"data:image/png;base64,{b64}\" width=\"{px}\" alt=\"{}\" style=\"image-rendering:pixelated\">", escape(alt)))
 }
 
 /// A grid of labelled images.
@@ -124,7 +121,9 @@ pub fn retrieval_panel(prep: &Prepared, query: usize, k: usize) -> Result<Retrie
         return Err(Error::InvalidInput(format!("retrieval_panel: query {query} but the {} split has {n} items", prep.eval_split)));
     }
     let ds = &prep.dataset;
-    let eval_split = if prep.eval_split == "test" { &ds.test } else { &ds.train };
+    let eval_split = ds
+        .split(prep.eval_split.source())
+        .ok_or_else(|| Error::InvalidInput(format!("data set `{}` has no {} split", ds.name(), prep.eval_split)))?;
     let row = row_of(eval_split, &prep.eval.ids[query])
         .ok_or_else(|| Error::InvalidInput(format!("retrieval_panel: item {} is not in the data set", prep.eval.ids[query])))?;
     let true_label = prep.eval.labels[query] as u32;
@@ -148,7 +147,7 @@ pub fn retrieval_panel(prep: &Prepared, query: usize, k: usize) -> Result<Retrie
             None => counts.push((r.text.clone(), 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     Ok(RetrievalPanel { query, image, true_text, true_label, histogram: distance_histogram(&neighbours, 8), neighbours, counts })
 }
 

@@ -38,7 +38,10 @@ pub use display::{Bundle, NotebookDisplay, TableLimits, html_table};
 pub use figure::{Chart, Series, SeriesKind};
 pub use images::{ImageGrid, RetrievalPanel, class_samples, image_grid, retrieval_panel};
 pub use plots::{plot_effect_of_k, plot_index_content, plot_index_tradeoff, plot_per_class_accuracy, plot_tau_sweep, plot_text_encoders};
-pub use workflows::{Thinning, bench_frame, config_value, eval_neighbours, fetch_assets, index_content_sweep, knn_table, knn_table_of, random_eval_items, rows_where, runs_table, stats_frame, thin_rows, train_source};
+pub use workflows::{
+    Thinning, bench_frame, config_value, eval_neighbours, fetch_assets, index_content_sweep, knn_table, knn_table_of, random_eval_items, rows_where,
+    runs_table, stats_frame, thin_rows, train_source,
+};
 
 /// The run environment of a notebook: `$RAC_HOME`'s caches, records under `runs_dir`,
 /// progress shown.
@@ -54,10 +57,15 @@ pub mod prelude {
     pub use crate::notebook_env;
     pub use crate::plots::*;
     pub use crate::workflows::*;
-    pub use polars::prelude::{Column, DataFrame, IntoLazy, col, lit};
     pub use polars::df;
+    pub use polars::prelude::{Column, DataFrame};
+    /// Polars' lazy queries, with the `lazy` feature (`:dep rac-kernel-ext = { path = …,
+    /// features = ["lazy"] }`): its engine is about a third of polars' build.
+    #[cfg(feature = "lazy")]
+    pub use polars::prelude::{IntoLazy, col, lit};
     pub use rac_core::assets::AssetCache;
     pub use rac_core::data::{Dataset, SplitKind};
+    pub use rac_core::eval::{rows_with, select_as};
     pub use rac_core::experiment::demo::{demo_recipe, method_experiments, rac_branches, stacked_metrics, table3};
     pub use rac_core::experiment::{self, Experiment, Prepared, RunEnv, RunRecord, Sweep, list_runs, load_runs, run, sweep, sweep_list};
     pub use rac_core::index::bench::{self, BenchRow, BenchSpec};

@@ -17,9 +17,7 @@ fn pick<'a>(df: &DataFrame, names: &[&'a str], plot: &str) -> Result<&'a str> {
 /// A column as f64 (numbers, or strings that hold numbers, as sweep tables do).
 pub fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     let col = df.column(name).map_err(|_| Error::InvalidInput(format!("the table has no column `{name}`")))?;
-    let cast = col
-        .cast(&DataType::Float64)
-        .map_err(|e| Error::InvalidInput(format!("column `{name}` is not numeric: {e}")))?;
+    let cast = col.cast(&DataType::Float64).map_err(|e| Error::InvalidInput(format!("column `{name}` is not numeric: {e}")))?;
     let ca = cast.f64().map_err(|e| Error::InvalidInput(format!("column `{name}`: {e}")))?;
     Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())
 }
@@ -122,7 +120,9 @@ pub fn plot_tau_sweep(df: &DataFrame) -> Result<Chart> {
     let keep = primary_rows(df)?;
     let mut chart = Chart::new("Effect of tau (Fig S1)", "tau", "balanced top-1 (%)");
     let multi = by_group(&groups, &keep, &x, &x).len() > 1;
-    for (metric, kind) in [("top1", SeriesKind::Line), ("many", SeriesKind::DashedLine), ("medium", SeriesKind::DashedLine), ("few", SeriesKind::DashedLine)] {
+    for (metric, kind) in
+        [("top1", SeriesKind::Line), ("many", SeriesKind::DashedLine), ("medium", SeriesKind::DashedLine), ("few", SeriesKind::DashedLine)]
+    {
         let y = f64_column(df, metric)?;
         for (g, xs, ys) in by_group(&groups, &keep, &x, &y) {
             let label = if metric == "top1" { "all" } else { metric };
@@ -177,18 +177,13 @@ pub fn plot_per_class_accuracy(per_class: &DataFrame) -> Result<Chart> {
     let counts = f64_column(per_class, "train_count")?;
     let mut order: Vec<usize> = (0..counts.len()).collect();
     order.sort_by(|&a, &b| counts[b].total_cmp(&counts[a]).then(a.cmp(&b)));
-    let branches: Vec<String> =
-        per_class.get_column_names().iter().map(|c| c.to_string()).filter(|c| c.starts_with("acc_")).collect();
+    let branches: Vec<String> = per_class.get_column_names().iter().map(|c| c.to_string()).filter(|c| c.starts_with("acc_")).collect();
     if branches.is_empty() {
         return Err(Error::InvalidInput("plot_per_class_accuracy: the table has no `acc_<branch>` column".into()));
     }
     let n = order.len();
     let window = (n / 10).max(1) | 1;
-    let mut chart = Chart::new(
-        "Per-class accuracy by branch (Fig 2)",
-        "classes, most frequent first (rank)",
-        "top-1 (%)",
-    );
+    let mut chart = Chart::new("Per-class accuracy by branch (Fig 2)", "classes, most frequent first (rank)", "top-1 (%)");
     if n <= 30 && per_class.column("text").is_ok() {
         let texts = str_column(per_class, "text")?;
         chart.categories = order.iter().map(|&i| texts[i].clone()).collect();
@@ -203,7 +198,8 @@ pub fn plot_per_class_accuracy(per_class: &DataFrame) -> Result<Chart> {
             chart = chart.with_colored_series(name, x.clone(), y, SeriesKind::Line, c);
         } else {
             chart = chart.with_colored_series(name, x.clone(), y.clone(), SeriesKind::Markers, c);
-            chart = chart.with_colored_series(format!("{name} (moving average of {window})"), x.clone(), moving_average(&y, window), SeriesKind::Line, c);
+            chart =
+                chart.with_colored_series(format!("{name} (moving average of {window})"), x.clone(), moving_average(&y, window), SeriesKind::Line, c);
         }
     }
     Ok(chart)

@@ -6,7 +6,7 @@ use std::path::Path;
 use polars::prelude::*;
 use rac_core::assets::{self, AssetCache};
 use rac_core::data::Dataset;
-use rac_core::eval::vstack_all;
+use rac_core::eval::{rows_with, vstack_all};
 use rac_core::experiment::Prepared;
 use rac_core::index::bench::BenchRow;
 use rac_core::index::{IndexConfig, Neighbours, QueryOptions, QuerySet, RetrievalIndex, Source, retrieval_only_table};
@@ -41,13 +41,6 @@ pub fn stats_frame(ds: &Dataset) -> Result<DataFrame> {
     )?)
 }
 
-/// The training counts of a prepared experiment's index source, per class.
-fn train_counts(prep: &Prepared) -> Vec<usize> {
-    let mut counts = vec![0usize; prep.dataset.num_classes()];
-    prep.train.labels.iter().for_each(|&l| counts[l] += 1);
-    counts
-}
-
 fn eval_vectors(prep: &Prepared) -> Result<Vec<f32>> {
     Ok(prep.eval.vectors.flatten_all()?.to_vec1()?)
 }
@@ -61,9 +54,9 @@ pub fn eval_neighbours(prep: &Prepared, index: &RetrievalIndex, k: usize) -> Res
 /// The retrieval-only table (the paper's Table 4: 1-NN, majority and distance-weighted vote
 /// over `k`, overall and per bucket) of the prepared index, read through its neighbour cache.
 pub fn knn_table(prep: &mut Prepared, k: usize) -> Result<DataFrame> {
-    let counts = train_counts(prep);
+    let counts = prep.train_counts();
     let v = eval_vectors(prep)?;
-    let name = format!("{}-{}", prep.eval_split, prep.eval.meta.key.hash());
+    let name = format!("{}-{}", prep.eval_split.name(), prep.eval.meta.key.hash());
     let k_max = k.max(50).min(prep.index.len());
     let set = QuerySet::Features { name: &name, vectors: &v, dim: prep.eval.dim() };
     let nb = prep.index.neighbour_cache().neighbours(&set, k, k_max, false)?;
@@ -75,7 +68,7 @@ pub fn knn_table(prep: &mut Prepared, k: usize) -> Result<DataFrame> {
 pub fn knn_table_of(prep: &Prepared, index: &RetrievalIndex, k: usize) -> Result<DataFrame> {
     let nb = eval_neighbours(prep, index, k)?;
     let labels: Vec<u32> = prep.eval.labels.iter().map(|&l| l as u32).collect();
-    retrieval_only_table(&nb, &labels, &train_counts(prep), k, index.config().metric)
+    retrieval_only_table(&nb, &labels, &prep.train_counts(), k, index.config().metric)
 }
 
 /// Training rows `rows` of a prepared experiment as an index source named `name`.
@@ -130,15 +123,18 @@ pub fn thin_rows(prep: &Prepared, thinning: Thinning, fraction: f64, seed: u64) 
             all
         }
         Thinning::PerClass => {
-            let cap = ((*train_counts(prep).iter().max().unwrap_or(&1) as f64 * fraction).round() as usize).max(1);
+            let cap = ((*prep.train_counts().iter().max().unwrap_or(&1) as f64 * fraction).round() as usize).max(1);
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(&mut rng);
             let mut taken = vec![0usize; prep.dataset.num_classes()];
-            order.into_iter().filter(|&r| {
-                let c = prep.train.labels[r];
-                taken[c] += 1;
-                taken[c] <= cap
-            }).collect()
+            order
+                .into_iter()
+                .filter(|&r| {
+                    let c = prep.train.labels[r];
+                    taken[c] += 1;
+                    taken[c] <= cap
+                })
+                .collect()
         }
         Thinning::Classes => {
             let mut classes: Vec<usize> = (0..prep.dataset.num_classes()).collect();
@@ -170,7 +166,7 @@ pub fn index_content_sweep(prep: &Prepared, config: &IndexConfig, fractions: &[f
             let knn = knn_table_of(prep, &index, kk)?;
             drop(index);
             let _ = std::fs::remove_dir_all(&dir);
-            let weighted = knn.lazy().filter(col("method").eq(lit("weighted"))).collect()?;
+            let weighted = rows_with(&knn, "method", |m| m == "weighted")?;
             let n = weighted.height();
             let mut df = weighted;
             df.with_column(Column::new("setting".into(), vec![thinning.name(); n]))?;

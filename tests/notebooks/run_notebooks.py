@@ -114,9 +114,15 @@ def main():
     # then compiled once, not once per notebook. Two kernels at once must not share it.
     # It lives in the system's temporary folder: evcxr loads each compiled cell with dlopen,
     # which fails from a folder on a filesystem mounted without exec rights.
+    # Cargo reads evcxr-cargo.toml as the config of a parent folder of evcxr's crate: it
+    # builds polars' table code at opt-level 1, as the workspace does.
     home = Path(os.environ.get("RAC_HOME", Path.home() / ".cache/rac"))
-    os.environ.setdefault("EVCXR_TMPDIR", str(Path(tempfile.gettempdir()) / f"rac-evcxr-{os.getuid()}"))
+    base = Path(tempfile.gettempdir()) / f"rac-evcxr-{os.getuid()}"
+    os.environ.setdefault("EVCXR_TMPDIR", str(base / "build"))
     Path(os.environ["EVCXR_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+    config = Path(os.environ["EVCXR_TMPDIR"]).parent / ".cargo" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text((HERE / "evcxr-cargo.toml").read_text())
     names = args.names or sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     out_dir = NOTEBOOKS if args.write else home / "notebook-runs"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,7 @@ pub enum FetchOutcome {
 /// Fetch the named assets (all when `names` is empty) into `cache`.
 /// `log` receives one line per step.
 pub fn fetch(cache: &AssetCache, names: &[String], log: &mut dyn FnMut(&str)) -> Result<Vec<FetchOutcome>> {
-    let specs: Vec<AssetSpec> = if names.is_empty() {
-        registry()
-    } else {
-        names.iter().map(|n| super::spec(n)).collect::<Result<_>>()?
-    };
+    let specs: Vec<AssetSpec> = if names.is_empty() { registry() } else { names.iter().map(|n| super::spec(n)).collect::<Result<_>>()? };
     let mut outcomes = Vec::new();
     for spec in &specs {
         if cache.is_complete(spec) {
@@ -117,18 +113,13 @@ fn download(spec: &AssetSpec, staging: &Path, kept: &Path, log: &mut dyn FnMut(&
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = last[last.len().saturating_sub(4)..].join("\n    ");
-        let hint = if spec.kind == PackageKind::Deb && stderr.contains("Unable to locate") {
-            " (run `apt-get update` first)"
-        } else {
-            ""
-        };
+        let hint = if spec.kind == PackageKind::Deb && stderr.contains("Unable to locate") { " (run `apt-get update` first)" } else { "" };
         return Err(fetch_err(format!("exit status {}{hint}\n    {tail}", output.status)));
     }
     let got = staging.join(&spec.package_file);
     if !got.is_file() {
-        let found: Vec<String> = std::fs::read_dir(staging)
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
+        let found: Vec<String> =
+            std::fs::read_dir(staging).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
         return Err(fetch_err(format!("it did not produce {} (found: {})", spec.package_file, found.join(", "))));
     }
     fsio::verify_sha256(&got, &spec.package_sha256, Some(format!("the package index serves a different {}", spec.package_file)))?;

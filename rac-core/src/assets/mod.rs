@@ -100,8 +100,7 @@ struct RegistryFile {
 
 /// Every asset the project knows, parsed from the embedded `registry.toml`.
 pub fn registry() -> Vec<AssetSpec> {
-    let file: RegistryFile =
-        toml::from_str(include_str!("registry.toml")).expect("the embedded asset registry parses");
+    let file: RegistryFile = toml::from_str(include_str!("registry.toml")).expect("the embedded asset registry parses");
     file.asset
 }
 
@@ -109,9 +108,7 @@ pub fn registry() -> Vec<AssetSpec> {
 pub fn spec(name: &str) -> Result<AssetSpec> {
     let all = registry();
     let names: Vec<String> = all.iter().map(|a| a.name.clone()).collect();
-    all.into_iter()
-        .find(|a| a.name == name)
-        .ok_or_else(|| Error::InvalidInput(format!("unknown asset `{name}`; known assets: {}", names.join(", "))))
+    all.into_iter().find(|a| a.name == name).ok_or_else(|| Error::InvalidInput(format!("unknown asset `{name}`; known assets: {}", names.join(", "))))
 }
 
 /// The asset cache folder.
@@ -173,10 +170,7 @@ impl AssetCache {
         if !dir.join(COMPLETE_MARKER).is_file() {
             return false;
         }
-        let files_ok = spec
-            .files
-            .iter()
-            .all(|f| std::fs::metadata(dir.join(&f.to)).map(|m| m.len() == f.size).unwrap_or(false));
+        let files_ok = spec.files.iter().all(|f| std::fs::metadata(dir.join(&f.to)).map(|m| m.len() == f.size).unwrap_or(false));
         let convert_ok = spec.convert.as_ref().is_none_or(|c| dir.join(&c.to).is_file());
         files_ok && convert_ok
     }
@@ -197,13 +191,7 @@ impl AssetCache {
                 let present = self.is_complete(spec);
                 let size_bytes = if present { dir_size(&path) } else { 0 };
                 let sep = if spec.kind == PackageKind::Deb { "=" } else { "==" };
-                AssetStatus {
-                    name: spec.name.clone(),
-                    present,
-                    path,
-                    size_bytes,
-                    package: format!("{}{sep}{}", spec.package, spec.version),
-                }
+                AssetStatus { name: spec.name.clone(), present, path, size_bytes, package: format!("{}{sep}{}", spec.package, spec.version) }
             })
             .collect()
     }

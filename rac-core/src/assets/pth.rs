@@ -27,8 +27,7 @@ use crate::error::{Error, Result};
 use crate::fsio;
 
 /// The first pickle of every legacy file: protocol 2, LONG1 of the magic number, STOP.
-const LEGACY_MAGIC: [u8; 15] =
-    [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e];
+const LEGACY_MAGIC: [u8; 15] = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e];
 
 /// One tensor of a legacy file, before gathering.
 #[derive(Debug, Clone)]
@@ -62,10 +61,7 @@ fn format_err(path: &Path, message: impl Into<String>) -> Error {
 
 fn read_pickle<R: BufRead>(r: &mut R, path: &Path, what: &str) -> Result<Object> {
     let mut stack = Stack::empty();
-    stack
-        .read_loop(r)
-        .and_then(|_| stack.finalize())
-        .map_err(|e| format_err(path, format!("cannot read the {what} pickle: {e}")))
+    stack.read_loop(r).and_then(|_| stack.finalize()).map_err(|e| format_err(path, format!("cannot read the {what} pickle: {e}")))
 }
 
 impl LegacyPth {
@@ -129,22 +125,18 @@ impl LegacyPth {
             Object::List(keys) | Object::Tuple(keys) => keys,
             other => return Err(format_err(path, format!("storage key list expected, found {other:?}"))),
         };
-        let dtype_of: HashMap<&str, DType> =
-            tensors.iter().map(|t| (t.storage_key.as_str(), t.dtype)).collect();
+        let dtype_of: HashMap<&str, DType> = tensors.iter().map(|t| (t.storage_key.as_str(), t.dtype)).collect();
         let mut storages = HashMap::with_capacity(keys.len());
         for key in keys {
             let Object::Unicode(key) = key else {
                 return Err(format_err(path, "a storage key is not a string"));
             };
-            let dtype = *dtype_of
-                .get(key.as_str())
-                .ok_or_else(|| format_err(path, format!("storage {key} is used by no tensor")))?;
+            let dtype = *dtype_of.get(key.as_str()).ok_or_else(|| format_err(path, format!("storage {key} is used by no tensor")))?;
             let mut n = [0u8; 8];
             r.read_exact(&mut n).map_err(|_| format_err(path, format!("truncated before storage {key}")))?;
             let numel = u64::from_le_bytes(n) as usize;
             let mut data = vec![0u8; numel * dtype.size_in_bytes()];
-            r.read_exact(&mut data)
-                .map_err(|_| format_err(path, format!("truncated inside storage {key} ({numel} elements)")))?;
+            r.read_exact(&mut data).map_err(|_| format_err(path, format!("truncated inside storage {key} ({numel} elements)")))?;
             storages.insert(key, data);
         }
         for t in &tensors {
@@ -205,8 +197,11 @@ pub fn convert_legacy_pth(src: &Path, dst: &Path) -> Result<Vec<(String, Vec<usi
     let pth = LegacyPth::read(src)?;
     let tensors = pth.tensors(src)?;
     let tmp = fsio::temp_sibling(dst);
-    candle_core::safetensors::save(&tensors, &tmp)
-        .map_err(|e| Error::Io { op: "writing", path: dst.into(), source: std::io::Error::other(e.to_string()) })?;
+    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| Error::Io {
+        op: "writing",
+        path: dst.into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     std::fs::rename(&tmp, dst).map_err(|e| Error::Io { op: "renaming into", path: dst.into(), source: e })?;
     Ok(pth.tensors.iter().map(|t| (t.name.clone(), t.shape.clone())).collect())
 }

@@ -306,7 +306,7 @@ pub fn apply_op(op: Op, img: &RgbImage, m: f64, sign: f64) -> RgbImage {
         }
         Op::Contrast => {
             let grey = luminance(img);
-            let mean = (grey.iter().map(|&g| g as f64).sum::<f64>() / grey.len().max(1) as f64).round();
+            let mean = (grey.iter().copied().sum::<f64>() / grey.len().max(1) as f64).round();
             blend_with(img, factor, |_, _| mean)
         }
         Op::Brightness => blend_with(img, factor, |_, _| 0.0),
@@ -319,7 +319,12 @@ pub fn apply_op(op: Op, img: &RgbImage, m: f64, sign: f64) -> RgbImage {
             let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
             let theta = (sign * level * 30.0).to_radians() as f32;
             let (s, c) = theta.sin_cos();
-            warp_with(img, move |x, y| (c * (x - cx) + s * (y - cy) + cx, -s * (x - cx) + c * (y - cy) + cy), Interpolation::Bilinear, Border::Constant(FILL))
+            warp_with(
+                img,
+                move |x, y| (c * (x - cx) + s * (y - cy) + cx, -s * (x - cx) + c * (y - cy) + cy),
+                Interpolation::Bilinear,
+                Border::Constant(FILL),
+            )
         }
         Op::ShearX => {
             let k = (sign * level * 0.3) as f32;

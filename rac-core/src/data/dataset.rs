@@ -103,12 +103,13 @@ impl Split {
             Images::Files { list, root } => {
                 let entry = &list.entries[i];
                 let root = root.as_ref().ok_or_else(|| {
-                    Error::InvalidInput("the image root is not set: pass --image-root DIR, set RAC_IMAGE_ROOT, or set `split_list.image_root` in the manifest".into())
+                    Error::InvalidInput(
+                        "the image root is not set: pass --image-root DIR, set RAC_IMAGE_ROOT, or set `split_list.image_root` in the manifest".into(),
+                    )
                 })?;
                 let path = root.join(&entry.path);
                 let origin = Some(list.origin(entry));
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| Error::Image { path: path.clone(), origin: origin.clone(), message: e.to_string() })?;
+                let bytes = std::fs::read(&path).map_err(|e| Error::Image { path: path.clone(), origin: origin.clone(), message: e.to_string() })?;
                 image::load_from_memory(&bytes).map_err(|e| Error::Image { path, origin, message: e.to_string() })
             }
             Images::Memory(images) => Ok(images[i].clone()),
@@ -150,11 +151,8 @@ impl Dataset {
 
     /// Load the data set of an already-parsed manifest.
     pub fn from_manifest(manifest: DataManifest, manifest_path: &Path, overrides: &DataOverrides, cache: &AssetCache) -> Result<Self> {
-        let mut ds = if manifest.idx.is_some() {
-            load_idx(manifest, manifest_path, cache)?
-        } else {
-            load_split_lists(manifest, manifest_path, overrides)?
-        };
+        let mut ds =
+            if manifest.idx.is_some() { load_idx(manifest, manifest_path, cache)? } else { load_split_lists(manifest, manifest_path, overrides)? };
         if let Some(lt) = ds.manifest.long_tail.clone() {
             let counts = exponential_profile(ds.num_classes(), lt.max_per_class, lt.imbalance_factor);
             let keep = subsample_per_class(&ds.train.labels, &counts, lt.seed);
@@ -184,22 +182,12 @@ impl Dataset {
 
     /// Training images per class.
     pub fn train_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.num_classes()];
-        for &l in &self.train.labels {
-            counts[l] += 1;
-        }
-        counts
+        super::longtail::class_counts(&self.train.labels, self.num_classes())
     }
 
     /// The long-tail statistics of the training split.
     pub fn stats(&self) -> LongTailStats {
-        LongTailStats::from_counts(
-            self.name(),
-            self.train_counts(),
-            self.class_texts.clone(),
-            self.test.len(),
-            self.val.as_ref().map(Split::len),
-        )
+        LongTailStats::from_counts(self.name(), self.train_counts(), self.class_texts.clone(), self.test.len(), self.val.as_ref().map(Split::len))
     }
 }
 
@@ -266,22 +254,17 @@ fn resolve_dir(given: Option<&PathBuf>, manifest_path: &Path) -> Option<PathBuf>
 
 fn load_split_lists(manifest: DataManifest, manifest_path: &Path, overrides: &DataOverrides) -> Result<Dataset> {
     let src = manifest.split_list.clone().expect("checked by the caller");
-    let split_dir = overrides.split_dir.clone().or_else(|| resolve_dir(src.split_dir.as_ref(), manifest_path)).ok_or_else(|| {
-        Error::InvalidField {
+    let split_dir =
+        overrides.split_dir.clone().or_else(|| resolve_dir(src.split_dir.as_ref(), manifest_path)).ok_or_else(|| Error::InvalidField {
             path: manifest_path.into(),
             field: "split_list.split_dir".into(),
             message: "the split folder is not set: pass --split-dir DIR or set RAC_SPLIT_DIR".into(),
-        }
-    })?;
+        })?;
     let image_root = overrides.image_root.clone().or_else(|| resolve_dir(src.image_root.as_ref(), manifest_path));
     let read = |f: &SplitFile, n: Option<usize>| -> Result<SplitList> {
         let path = split_dir.join(&f.file);
         if !path.is_file() {
-            return Err(Error::MissingFile {
-                what: "split file".into(),
-                path,
-                hint: Some("check --split-dir / RAC_SPLIT_DIR".into()),
-            });
+            return Err(Error::MissingFile { what: "split file".into(), path, hint: Some("check --split-dir / RAC_SPLIT_DIR".into()) });
         }
         if let Some(sha) = &f.sha256 {
             fsio::verify_sha256(&path, sha, Some(format!("the manifest {} records another version of this split file", manifest_path.display())))?;
@@ -358,7 +341,10 @@ fn class_texts(manifest: &DataManifest, manifest_path: &Path, split_dir: &Path, 
                     return Err(Error::Parse {
                         path: train.file.clone(),
                         line: e.line,
-                        message: format!("path `{}` has no folder component {} for the class text (classes.path_component)", e.path, spec.path_component),
+                        message: format!(
+                            "path `{}` has no folder component {} for the class text (classes.path_component)",
+                            e.path, spec.path_component
+                        ),
                     });
                 };
                 let text = humanise_class_name(comp);

@@ -68,16 +68,10 @@ fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
     if bytes.len() < header {
         return Err("truncated IDX header".into());
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize)
-        .collect();
+    let dims: Vec<usize> = (0..ndim).map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize).collect();
     let n: usize = dims.iter().product();
     if bytes.len() != header + n {
-        return Err(format!(
-            "IDX body has {} bytes but the header {:?} needs {n}",
-            bytes.len() - header,
-            dims
-        ));
+        return Err(format!("IDX body has {} bytes but the header {:?} needs {n}", bytes.len() - header, dims));
     }
     Ok(IdxArray { dims, data: bytes[header..].to_vec() })
 }

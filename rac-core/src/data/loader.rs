@@ -206,7 +206,11 @@ impl EpochLoader {
         let base: Vec<usize> = match items {
             Some(items) => {
                 if let Some(&bad) = items.iter().find(|&&i| i >= split.len()) {
-                    return Err(Error::InvalidInput(format!("item {bad} is out of range: the {} split has {} items", split.kind.name(), split.len())));
+                    return Err(Error::InvalidInput(format!(
+                        "item {bad} is out of range: the {} split has {} items",
+                        split.kind.name(),
+                        split.len()
+                    )));
                 }
                 items.to_vec()
             }

@@ -66,6 +66,17 @@ pub fn exponential_profile(num_classes: usize, max_per_class: usize, imbalance_f
         .collect()
 }
 
+/// Items per class of `labels` (class ids below `num_classes`; others are not counted).
+pub fn class_counts(labels: &[usize], num_classes: usize) -> Vec<usize> {
+    let mut counts = vec![0; num_classes];
+    for &l in labels {
+        if let Some(c) = counts.get_mut(l) {
+            *c += 1;
+        }
+    }
+    counts
+}
+
 /// Choose, with a seeded RNG, `counts[c]` items of each class `c` from `labels`.
 /// Returns the chosen indices into `labels`, in ascending order.
 pub fn subsample_per_class(labels: &[usize], counts: &[usize], seed: u64) -> Vec<usize> {
@@ -120,13 +131,7 @@ pub struct LongTailStats {
 
 impl LongTailStats {
     /// Compute the statistics from per-class training counts.
-    pub fn from_counts(
-        name: &str,
-        per_class: Vec<usize>,
-        class_texts: Vec<String>,
-        test_images: usize,
-        val_images: Option<usize>,
-    ) -> Self {
+    pub fn from_counts(name: &str, per_class: Vec<usize>, class_texts: Vec<String>, test_images: usize, val_images: Option<usize>) -> Self {
         let buckets: Vec<ShotBucket> = per_class.iter().map(|&n| ShotBucket::of(n)).collect();
         let count = |b: ShotBucket| buckets.iter().filter(|&&x| x == b).count();
         let max = per_class.iter().copied().max().unwrap_or(0);

@@ -181,8 +181,7 @@ impl DataManifest {
 
     /// Parse and validate manifest text; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let manifest: DataManifest =
-            toml::from_str(text).map_err(|e| Error::Config { path: path.into(), message: e.to_string() })?;
+        let manifest: DataManifest = toml::from_str(text).map_err(|e| Error::Config { path: path.into(), message: e.to_string() })?;
         manifest.validate(path)?;
         Ok(manifest)
     }
@@ -202,10 +201,10 @@ impl DataManifest {
             if c.texts.is_empty() {
                 return Err(field("classes.texts", "`text_from = \"list\"` needs the class texts".into()));
             }
-            if let Some(n) = c.count {
-                if c.texts.len() != n {
-                    return Err(field("classes.texts", format!("has {} texts but `classes.count` is {n}", c.texts.len())));
-                }
+            if let Some(n) = c.count
+                && c.texts.len() != n
+            {
+                return Err(field("classes.texts", format!("has {} texts but `classes.count` is {n}", c.texts.len())));
             }
         }
         if let Some(lt) = &self.long_tail {

@@ -15,6 +15,6 @@ pub mod split_list;
 pub use augment::{Augment, AugmentConfig};
 pub use dataset::{Dataset, Split, SplitKind};
 pub use loader::{EpochLoader, ImageBatch, LoaderConfig, Transform};
-pub use longtail::{LongTailStats, ShotBucket};
+pub use longtail::{LongTailStats, ShotBucket, class_counts};
 pub use manifest::{DataManifest, DataOverrides};
 pub use preprocess::Preprocess;

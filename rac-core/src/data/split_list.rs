@@ -49,17 +49,15 @@ impl SplitList {
             let (Some(path), Some(label), None) = (fields.next(), fields.next(), fields.next()) else {
                 return Err(err(format!("expected `path label`, found `{trimmed}`")));
             };
-            let label: i64 = label
-                .parse()
-                .map_err(|_| err(format!("label `{label}` is not an integer")))?;
+            let label: i64 = label.parse().map_err(|_| err(format!("label `{label}` is not an integer")))?;
             if label < 0 {
                 return Err(err(format!("label {label} is negative")));
             }
             let label = label as usize;
-            if let Some(n) = num_classes {
-                if label >= n {
-                    return Err(err(format!("label {label} is out of range: the manifest declares {n} classes (0..{n})")));
-                }
+            if let Some(n) = num_classes
+                && label >= n
+            {
+                return Err(err(format!("label {label} is out of range: the manifest declares {n} classes (0..{n})")));
             }
             entries.push(SplitEntry { path: path.to_string(), label, line });
         }

@@ -82,8 +82,7 @@ impl CustomOp1 for BiasAct {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = storage else { candle_core::bail!("bias-relu6: f32 input expected") };
-        let (start, end) =
-            layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("bias-relu6: contiguous input expected".into()))?;
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("bias-relu6: contiguous input expected".into()))?;
         let mut out = data[start..end].to_vec();
         self.apply_rows(&mut out);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
@@ -97,8 +96,7 @@ impl InplaceOp1 for BiasAct {
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         let CpuStorage::F32(data) = storage else { candle_core::bail!("bias-relu6: f32 input expected") };
-        let (start, end) =
-            layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("bias-relu6: contiguous input expected".into()))?;
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("bias-relu6: contiguous input expected".into()))?;
         self.apply_rows(&mut data[start..end]);
         Ok(())
     }

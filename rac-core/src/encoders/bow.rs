@@ -22,8 +22,8 @@ use rand_distr_free::normal_vector;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer};
 
-use super::tokenize::{TextTokenizer, TokenBatch};
 use super::TextEncoder;
+use super::tokenize::{TextTokenizer, TokenBatch};
 use crate::error::{Error, Result};
 use crate::fsio;
 
@@ -105,10 +105,8 @@ impl TextEncoder for RandomBow {
         if texts.is_empty() {
             return Err(Error::InvalidInput("empty batch: nothing to tokenise".into()));
         }
-        let per_text: Vec<Vec<u32>> = texts
-            .iter()
-            .map(|t| Ok(words(t)?.iter().take(self.max_tokens).map(|w| word_id(w)).collect()))
-            .collect::<Result<_>>()?;
+        let per_text: Vec<Vec<u32>> =
+            texts.iter().map(|t| Ok(words(t)?.iter().take(self.max_tokens).map(|w| word_id(w)).collect())).collect::<Result<_>>()?;
         let len = per_text.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let (mut ids, mut mask) = (Vec::new(), Vec::new());
         for w in &per_text {
@@ -211,17 +209,11 @@ impl LearnedBow {
         let varmap = VarMap::new();
         let var = Var::from_tensor(&table)?;
         let embedding = Embedding::new(var.as_tensor().clone(), dim);
-        varmap
-            .data()
-            .lock()
-            .map_err(|_| Error::InvalidInput("the VarMap lock is poisoned".into()))?
-            .insert("embeddings.weight".into(), var);
+        varmap.data().lock().map_err(|_| Error::InvalidInput("the VarMap lock is poisoned".into()))?.insert("embeddings.weight".into(), var);
 
         let vocab_json: serde_json::Map<String, serde_json::Value> =
             vocabulary.iter().enumerate().map(|(i, w)| (w.clone(), serde_json::Value::from(i))).collect();
-        let special = |id: usize, content: &str| {
-            serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-        };
+        let special = |id: usize, content: &str| serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
         let json = serde_json::json!({
             "version": "1.0",
             "truncation": null,
@@ -240,11 +232,7 @@ impl LearnedBow {
         let vocab_sha = fsio::sha256_bytes(&bytes);
         let tokenizer = TextTokenizer::new(tok, max_tokens, source, vocab_sha.clone())?;
         let settings = format!("bow-learned\n{vocab_sha}\n{dim}\n{seed}\n{max_tokens}\n{glove_sha:?}");
-        let glove = glove.map(|p| GloveInit {
-            path: p.to_path_buf(),
-            found: found_rows.len(),
-            missing: vocabulary.len() - 2 - found_rows.len(),
-        });
+        let glove = glove.map(|p| GloveInit { path: p.to_path_buf(), found: found_rows.len(), missing: vocabulary.len() - 2 - found_rows.len() });
         Ok(LearnedBow {
             tokenizer,
             embedding,
@@ -292,10 +280,11 @@ fn read_glove(path: &Path, vocabulary: &[String]) -> Result<(HashMap<String, Vec
         if !wanted.contains(word) || rows.contains_key(word) {
             continue;
         }
-        let values = parts
-            .map(|v| v.parse::<f32>())
-            .collect::<std::result::Result<Vec<f32>, _>>()
-            .map_err(|e| Error::Parse { path: path.into(), line: i + 1, message: format!("`{word}`: {e}") })?;
+        let values = parts.map(|v| v.parse::<f32>()).collect::<std::result::Result<Vec<f32>, _>>().map_err(|e| Error::Parse {
+            path: path.into(),
+            line: i + 1,
+            message: format!("`{word}`: {e}"),
+        })?;
         rows.insert(word.to_string(), values);
     }
     if dim == 0 {

@@ -131,8 +131,7 @@ impl CustomOp1 for DepthwiseConv2d {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = storage else { candle_core::bail!("depthwise conv: f32 input expected") };
-        let (start, end) =
-            layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("depthwise conv: contiguous input expected".into()))?;
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("depthwise conv: contiguous input expected".into()))?;
         let input = &data[start..end];
         let (n, h, w, c) = layout.shape().dims4()?;
         let (k, s) = (self.kernel, self.stride);

@@ -34,12 +34,12 @@ use candle_core::{DType, Device, Module, Tensor};
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
+use super::ImageEncoder;
 use super::bias_act::BiasAct;
 use super::depthwise::{DepthwiseConv2d, same_padding};
 use super::im2col::Im2ColSame;
 use super::pixels::{check_pixels, images_to_pixels};
 use super::weights::Weights;
-use super::ImageEncoder;
 use crate::data::Preprocess;
 use crate::error::{Error, Result};
 
@@ -103,13 +103,7 @@ impl EfficientNetConfig {
             num_classes: 1000,
             bn_eps: 1e-3,
             // TF's eval crop: the central 224/256 of the shorter side, resized to 224.
-            preprocess: Preprocess {
-                resize: 256,
-                crop: 224,
-                mean: [127.0 / 255.0; 3],
-                std: [128.0 / 255.0; 3],
-                grey_to_rgb: true,
-            },
+            preprocess: Preprocess { resize: 256, crop: 224, mean: [127.0 / 255.0; 3], std: [128.0 / 255.0; 3], grey_to_rgb: true },
         }
     }
 }
@@ -253,11 +247,8 @@ impl EfficientNet {
                 let p = format!("_blocks.{i}");
                 let (cin, stride) = if r == 0 { (stage.input, stage.stride) } else { (stage.output, 1) };
                 let hidden = cin * stage.expand;
-                let expand = if stage.expand != 1 {
-                    Some(pointwise(&format!("{p}._expand_conv"), &format!("{p}._bn0"), cin, hidden, true)?)
-                } else {
-                    None
-                };
+                let expand =
+                    if stage.expand != 1 { Some(pointwise(&format!("{p}._expand_conv"), &format!("{p}._bn0"), cin, hidden, true)?) } else { None };
                 let dw = w.get(&format!("{p}._depthwise_conv.weight"), &[hidden, 1, stage.kernel, stage.kernel])?;
                 let (scale, shift) = bn_fold(w, &format!("{p}._bn1"), hidden, eps)?;
                 let dw = dw.broadcast_mul(&scale.reshape((hidden, 1, 1, 1))?)?;

@@ -36,8 +36,7 @@ impl CustomOp1 for Im2ColSame {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = storage else { candle_core::bail!("im2col: f32 input expected") };
-        let (start, end) =
-            layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("im2col: contiguous input expected".into()))?;
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("im2col: contiguous input expected".into()))?;
         let input = &data[start..end];
         let (n, c, h, w) = layout.shape().dims4()?;
         let (k, s) = (self.kernel, self.stride);

@@ -36,8 +36,6 @@ pub fn check_pixels(pixels: &Tensor, size: usize, who: &str) -> Result<usize> {
     match dims {
         [0, ..] => Err(Error::InvalidInput(format!("{who}: empty batch (pixel tensor of shape {dims:?})"))),
         [n, 3, h, w] if *h == size && *w == size => Ok(*n),
-        _ => Err(Error::InvalidInput(format!(
-            "{who}: wrong image size: expected pixels of shape [n, 3, {size}, {size}], found {dims:?}"
-        ))),
+        _ => Err(Error::InvalidInput(format!("{who}: wrong image size: expected pixels of shape [n, 3, {size}, {size}], found {dims:?}"))),
     }
 }

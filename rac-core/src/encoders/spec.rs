@@ -6,7 +6,8 @@
 //! | `vit:DIR`, `vit-b16:DIR`, `vit-b32:DIR` | a Hugging Face ViT folder (presets for folders without `config.json`) |
 //! | `clip:DIR` | the vision tower of a Hugging Face CLIP folder |
 //!
-//! Text encoders: `minilm` (the cached asset), `clip:DIR`, `bow-random`, `bow-learned`.
+//! Text encoders: `minilm` (the cached asset, or `minilm:DIR`), `clip-text:DIR`, `bow-random`,
+//! `bow-learned` (or `bow-learned:GLOVE-FILE`).
 
 use std::path::PathBuf;
 
@@ -15,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::tokenize::DEFAULT_MAX_TOKENS;
 use super::{
-    ClipTextEncoder, ClipVisionEncoder, EfficientNet, EfficientNetConfig, ImageEncoder, LearnedBow, MiniLm, RandomBow,
-    TextEncoder, VitConfig, VitEncoder,
+    ClipTextEncoder, ClipVisionEncoder, EfficientNet, EfficientNetConfig, ImageEncoder, LearnedBow, MiniLm, RandomBow, TextEncoder, VitConfig,
+    VitEncoder,
 };
 use crate::assets::AssetCache;
 use crate::error::{Error, Result};
@@ -62,23 +63,15 @@ pub enum ImageEncoderSpec {
 impl ImageEncoderSpec {
     /// Parse a spec string (see the module table).
     pub fn parse(s: &str) -> Result<Self> {
-        let (name, dir) = match s.split_once(':') {
-            Some((n, d)) => (n, Some(PathBuf::from(d))),
-            None => (s, None),
-        };
-        let need_dir = |d: Option<PathBuf>| {
-            d.filter(|d| !d.as_os_str().is_empty())
-                .ok_or_else(|| Error::InvalidInput(format!("image encoder `{name}` needs a folder: `{name}:DIR`")))
-        };
+        let (name, dir) = split_spec(s);
+        let need_dir = |d: Option<PathBuf>| d.ok_or(Error::SpecNeedsFolder { what: "image encoder", name: name.to_string() });
         match name {
             "efficientnet-lite0" if dir.is_none() => Ok(Self::EfficientnetLite0 { weights: None, input_size: None }),
             "vit" => Ok(Self::Vit { dir: need_dir(dir)?, preset: None }),
             "vit-b16" => Ok(Self::Vit { dir: need_dir(dir)?, preset: Some(VitPreset::B16) }),
             "vit-b32" => Ok(Self::Vit { dir: need_dir(dir)?, preset: Some(VitPreset::B32) }),
             "clip" | "clip-vision" => Ok(Self::ClipVision { dir: need_dir(dir)? }),
-            _ => Err(Error::InvalidInput(format!(
-                "unknown image encoder `{s}`; known: efficientnet-lite0, vit:DIR, vit-b16:DIR, vit-b32:DIR, clip:DIR"
-            ))),
+            _ => Err(Error::UnknownSpec { what: "image encoder", spec: s.to_string(), known: IMAGE_ENCODERS }),
         }
     }
 
@@ -163,6 +156,20 @@ pub enum TextEncoderSpec {
     },
 }
 
+/// The image-encoder spec strings, for error messages.
+const IMAGE_ENCODERS: &str = "efficientnet-lite0, vit:DIR, vit-b16:DIR, vit-b32:DIR, clip:DIR";
+/// The text-encoder spec strings, for error messages.
+const TEXT_ENCODERS: &str = "minilm, bow-random, bow-learned, clip-text:DIR";
+
+/// `name:DIR` → (name, Some(DIR)); `name` or `name:` → (name, None).
+fn split_spec(s: &str) -> (&str, Option<PathBuf>) {
+    match s.split_once(':') {
+        Some((n, d)) if !d.is_empty() => (n, Some(PathBuf::from(d))),
+        Some((n, _)) => (n, None),
+        None => (s, None),
+    }
+}
+
 fn default_max_tokens() -> usize {
     DEFAULT_MAX_TOKENS
 }
@@ -171,6 +178,21 @@ fn default_bow_dim() -> usize {
 }
 
 impl TextEncoderSpec {
+    /// Parse an experiment's `retrieval.text_encoder` string (see the module table), with the
+    /// truncation and the seed (of the bag-of-words vectors) that the experiment gives.
+    pub fn parse(s: &str, max_tokens: usize, seed: u64) -> Result<Self> {
+        let (name, dir) = split_spec(s);
+        Ok(match name {
+            "minilm" => Self::Minilm { dir, max_tokens },
+            "clip" | "clip-text" => {
+                Self::ClipText { dir: dir.ok_or(Error::SpecNeedsFolder { what: "text encoder", name: name.to_string() })?, max_tokens }
+            }
+            "bow-random" => Self::BowRandom { dim: default_bow_dim(), seed, max_tokens },
+            "bow-learned" => Self::BowLearned { dim: default_bow_dim(), seed, glove: dir, max_tokens },
+            _ => return Err(Error::UnknownSpec { what: "text encoder", spec: s.to_string(), known: TEXT_ENCODERS }),
+        })
+    }
+
     /// Load the encoder onto `device`; `vocabulary` is the texts a learned bag-of-words
     /// builds its vocabulary from (the others ignore it).
     pub fn load(&self, cache: &AssetCache, vocabulary: &[&str], device: &Device) -> Result<Box<dyn TextEncoder>> {

@@ -60,10 +60,8 @@ impl TextTokenizer {
     /// Read a `tokenizer.json`; a file that does not parse is an error naming it.
     pub fn from_file(path: &Path, max_tokens: usize) -> Result<Self> {
         let bytes = fsio::read(path, "tokenizer file")?;
-        let inner = Tokenizer::from_bytes(&bytes).map_err(|e| Error::Format {
-            path: path.to_path_buf(),
-            message: format!("not a valid tokenizer.json ({e})"),
-        })?;
+        let inner = Tokenizer::from_bytes(&bytes)
+            .map_err(|e| Error::Format { path: path.to_path_buf(), message: format!("not a valid tokenizer.json ({e})") })?;
         Self::new(inner, max_tokens, path, fsio::sha256_bytes(&bytes))
     }
 
@@ -132,10 +130,6 @@ impl TextTokenizer {
             mask.extend(std::iter::repeat_n(0, len - m.len()));
             lengths.push(m.iter().filter(|&&v| v != 0).count());
         }
-        Ok(TokenBatch {
-            ids: Tensor::from_vec(ids, (n, len), device)?,
-            mask: Tensor::from_vec(mask, (n, len), device)?,
-            lengths,
-        })
+        Ok(TokenBatch { ids: Tensor::from_vec(ids, (n, len), device)?, mask: Tensor::from_vec(mask, (n, len), device)?, lengths })
     }
 }

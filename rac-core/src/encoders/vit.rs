@@ -107,10 +107,10 @@ impl VitConfig {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let field = |f: &str, m: String| Error::InvalidField { path: path.into(), field: f.into(), message: m };
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(field("num_attention_heads", format!("must divide hidden_size ({})", self.hidden_size)));
         }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(field("patch_size", format!("must divide image_size ({})", self.image_size)));
         }
         if self.num_channels != 3 {

@@ -67,10 +67,8 @@ impl Weights {
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let bytes = fsio::read(path, "weights file")?;
         let sha256 = fsio::sha256_bytes(&bytes);
-        let raw = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::Format {
-            path: path.to_path_buf(),
-            message: format!("not a readable safetensors file ({})", root_cause(&e)),
-        })?;
+        let raw = candle_core::safetensors::load_buffer(&bytes, device)
+            .map_err(|e| Error::Format { path: path.to_path_buf(), message: format!("not a readable safetensors file ({})", root_cause(&e)) })?;
         let mut tensors = HashMap::with_capacity(raw.len());
         for (name, t) in raw {
             let t = if t.dtype().is_float() && t.dtype() != DType::F32 { t.to_dtype(DType::F32)? } else { t };
@@ -104,7 +102,13 @@ impl Weights {
     }
 
     fn clone_identity(&self) -> Self {
-        Weights { path: self.path.clone(), sha256: self.sha256.clone(), tensors: HashMap::new(), device: self.device.clone(), synthetic: self.synthetic }
+        Weights {
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            tensors: HashMap::new(),
+            device: self.device.clone(),
+            synthetic: self.synthetic,
+        }
     }
 
     /// The file the weights came from.
@@ -134,10 +138,10 @@ impl Weights {
 
     /// One tensor, checked against the expected shape; the error names the tensor.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        if !self.tensors.contains_key(name) {
-            if let Some(t) = self.made_up(name, shape, &self.device) {
-                return Ok(t?);
-            }
+        if !self.tensors.contains_key(name)
+            && let Some(t) = self.made_up(name, shape, &self.device)
+        {
+            return Ok(t?);
         }
         let t = self.tensors.get(name).ok_or_else(|| self.missing(name))?;
         if t.dims() != shape {
@@ -174,11 +178,7 @@ impl Weights {
 
     /// Build a trainable model: every tensor `build` asks for becomes a [`Var`] initialised
     /// from the file and registered in `varmap` under its name in the file.
-    pub fn build_trainable<T>(
-        &self,
-        varmap: &VarMap,
-        build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
-    ) -> Result<T> {
+    pub fn build_trainable<T>(&self, varmap: &VarMap, build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>) -> Result<T> {
         self.build_trainable_as(varmap, DType::F32, build)
     }
 
@@ -255,14 +255,10 @@ impl Backend {
 
 impl SimpleBackend for Backend {
     fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        if let Some(t) = self.weights.tensors.get(name) {
-            if t.shape() != &s {
-                return Err(candle_core::Error::UnexpectedShape {
-                    msg: format!("shape mismatch for {name}"),
-                    expected: s,
-                    got: t.shape().clone(),
-                });
-            }
+        if let Some(t) = self.weights.tensors.get(name)
+            && t.shape() != &s
+        {
+            return Err(candle_core::Error::UnexpectedShape { msg: format!("shape mismatch for {name}"), expected: s, got: t.shape().clone() });
         }
         self.fetch(name, Some(&s), dtype, dev)
     }

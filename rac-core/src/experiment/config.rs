@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoders::{ImageEncoderSpec, TextEncoderSpec};
 use crate::error::{Error, Result};
 use crate::fsio;
 use crate::index::IndexConfig;
-use crate::model::{LossConfig, ModelConfig};
+use crate::model::{LossConfig, Mode, ModelConfig};
 use crate::train::{FinetuneConfig, OptimConfig, TrainConfig};
 
 /// Which data set, and how much of its training split is held out for tuning.
@@ -155,7 +156,34 @@ pub struct Experiment {
     pub base_encoder: Option<FinetuneConfig>,
 }
 
+/// The method name of an experiment in tables: `CE`, `BalCE`, `LACE`, `LDAM` for the base
+/// branch alone, `retrieval` and `RAC` otherwise.
+pub fn method_name(exp: &Experiment) -> String {
+    exp.method_name()
+}
+
 impl Experiment {
+    /// The method name in tables: `CE`, `BalCE`, `LACE`, `LDAM` for the base branch alone,
+    /// `retrieval` and `RAC` otherwise.
+    pub fn method_name(&self) -> String {
+        match self.model.mode {
+            Mode::Base => self.loss.kind.display_name().to_string(),
+            Mode::Retrieval => "retrieval".into(),
+            Mode::Rac => "RAC".into(),
+        }
+    }
+
+    /// The frozen image encoder E (`encoder.image`), checked at load.
+    pub fn image_encoder(&self) -> Result<ImageEncoderSpec> {
+        ImageEncoderSpec::parse(&self.encoder.image)
+    }
+
+    /// The text encoder T (`retrieval.text_encoder`, with its truncation and the seed),
+    /// checked at load.
+    pub fn text_encoder(&self) -> Result<TextEncoderSpec> {
+        TextEncoderSpec::parse(&self.retrieval.text_encoder, self.retrieval.max_tokens, self.train.seed)
+    }
+
     /// An experiment with every default and the given name.
     pub fn named(name: &str) -> Self {
         let text = format!("name = {}", toml::Value::String(name.into()));
@@ -167,12 +195,12 @@ impl Experiment {
         let text = fsio::read_to_string(path, "experiment file")?;
         let mut exp = Self::parse(path, &text)?;
         // A relative manifest path starts at the experiment's folder when it exists there.
-        if exp.data.manifest.is_relative() {
-            if let Some(dir) = path.parent() {
-                let candidate = dir.join(&exp.data.manifest);
-                if candidate.is_file() {
-                    exp.data.manifest = candidate;
-                }
+        if exp.data.manifest.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            let candidate = dir.join(&exp.data.manifest);
+            if candidate.is_file() {
+                exp.data.manifest = candidate;
             }
         }
         Ok(exp)
@@ -212,6 +240,12 @@ impl Experiment {
         }
         if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
             return field("name", format!("`{}` cannot name a run folder", self.name));
+        }
+        if let Err(e) = self.image_encoder() {
+            return field("encoder.image", e.to_string());
+        }
+        if let Err(e) = self.text_encoder() {
+            return field("retrieval.text_encoder", e.to_string());
         }
         self.index.validate().map_err(|e| Error::InvalidField { path: path.into(), field: "index".into(), message: e.to_string() })?;
         if let Some(b) = &self.base_encoder {
@@ -276,4 +310,3 @@ impl Experiment {
         Ok(exp)
     }
 }
-

@@ -9,6 +9,7 @@ use super::{Experiment, RunRecord};
 use crate::assets::AssetCache;
 use crate::data::{DataManifest, DataOverrides, Dataset};
 use crate::error::Result;
+use crate::eval::{rows_with, select_as};
 use crate::fsio;
 
 /// The default data set's manifest (Fashion-MNIST-LT), embedded so the demo runs anywhere.
@@ -77,20 +78,13 @@ pub fn stacked_metrics(records: &[RunRecord]) -> Result<DataFrame> {
 /// The paper's Table 3: one row per method (RAC by its fused output) with `all`, `many`,
 /// `medium`, `few`.
 pub fn table3(metrics: &DataFrame) -> Result<DataFrame> {
-    Ok(metrics
-        .clone()
-        .lazy()
-        .filter(col("branch").eq(lit("fused")).or(col("method").neq(lit("RAC"))))
-        .select([col("method"), col("top1").alias("all"), col("many"), col("medium"), col("few")])
-        .collect()?)
+    let (branch, method) = (metrics.column("branch")?.str()?, metrics.column("method")?.str()?);
+    let rows = metrics.filter(&(branch.equal("fused") | method.not_equal("RAC")))?;
+    select_as(&rows, &[("method", "method"), ("top1", "all"), ("many", "many"), ("medium", "medium"), ("few", "few")])
 }
 
 /// The RAC model's three outputs (base, retrieval, fused) per bucket.
 pub fn rac_branches(metrics: &DataFrame) -> Result<DataFrame> {
-    Ok(metrics
-        .clone()
-        .lazy()
-        .filter(col("method").eq(lit("RAC")))
-        .select([col("branch"), col("top1").alias("all"), col("many"), col("medium"), col("few")])
-        .collect()?)
+    let rows = rows_with(metrics, "method", |m| m == "RAC")?;
+    select_as(&rows, &[("branch", "branch"), ("top1", "all"), ("many", "many"), ("medium", "medium"), ("few", "few")])
 }

@@ -13,8 +13,9 @@
 //!
 //! Evaluation runs the encoder on the evaluation split with the eval transform, and reads
 //! the retrieval branch's input from the neighbour cache (un-augmented queries), so its
-//! record has the same three branch rows as any other run. Fine-tuning runs do not
-//! checkpoint between epochs.
+//! record has the same three branch rows as any other run. The loop is the shared one of
+//! `train`, so a fine-tuning run checkpoints after every epoch (the encoder's weights with
+//! the heads') and a killed run resumes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,15 +24,16 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::config::Experiment;
-use super::record::RunRecord;
-use super::run::{Prepared, RunEnv, assemble, join_texts, save_record, text_encoder_spec};
-use crate::data::{Augment, EpochLoader, ImageBatch, LoaderConfig, SplitKind, Transform};
-use crate::encoders::{ImageEncoder, ImageEncoderSpec, TextEncoder};
+use super::prepared::{Prepared, RunEnv};
+use super::record::{Finished, RunRecord};
+use super::texts::{join_texts, retrieval_inputs};
+use crate::data::{EpochLoader, ImageBatch, LoaderConfig, Split, SplitKind, Transform};
+use crate::encoders::{ImageEncoder, TextEncoder};
 use crate::error::{Error, Result};
+use crate::fsio;
 use crate::index::{ItemId, RetrievalIndex};
 use crate::model::{Batch, LongTailLoss, Mode, RacModel, RetrievalBatch, Scaler, Widths};
-use crate::train::trainer::{optimise, progress_bar};
-use crate::train::{AdamW, CosineWarmup, EpochLog, Inputs, TrainableVit, pixels_to_device, predict};
+use crate::train::{BatchSource, Inputs, TrainHooks, TrainJob, TrainableVit, pixels_to_device, predict, train_with};
 
 /// The retrieval branch's input for augmented views: E, the index, T, and the scaling.
 pub struct OnlineRetrieval {
@@ -106,92 +108,107 @@ pub fn run_finetune(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Resu
     run_finetune_with(exp, prep, env, &vit)
 }
 
+/// Augmented training images through the loader, the trainable encoder (the base branch's
+/// input) and, in RAC mode, online retrieval (the retrieval branch's).
+struct AugmentedBatches<'a> {
+    split: Arc<Split>,
+    rows: &'a [usize],
+    transform: Arc<Transform>,
+    loader: LoaderConfig,
+    vit: &'a TrainableVit,
+    online: Option<OnlineRetrieval>,
+    index: &'a RetrievalIndex,
+    device: Device,
+}
+
+impl BatchSource for AugmentedBatches<'_> {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn for_each_batch(&mut self, epoch: usize, step: &mut dyn FnMut(Batch, Tensor) -> Result<()>) -> Result<()> {
+        let retrieval_size = self.online.as_ref().map(|o| o.input_size() as u32);
+        let batches = EpochLoader::start(self.split.clone(), Some(self.rows), self.transform.clone(), retrieval_size, self.loader, epoch)?;
+        for batch in batches {
+            let batch = batch?;
+            let pixels = pixels_to_device(&batch.pixels, batch.size, self.vit.preprocess(), &self.device, self.vit.precision().dtype())?;
+            let base = self.vit.forward(&pixels)?;
+            let retrieval = match &mut self.online {
+                Some(o) => Some(RetrievalBatch::Embedded(o.features(&batch, self.index, &self.device)?)),
+                None => None,
+            };
+            let targets = Tensor::from_slice(&batch.labels, batch.len(), &self.device)?;
+            step(Batch { base: Some(base), retrieval }, targets)?;
+        }
+        Ok(())
+    }
+}
+
 /// [`run_finetune`] with the encoder given (a small one in tests, random weights in benches).
 pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vit: &TrainableVit) -> Result<RunRecord> {
     let started = Instant::now();
     let cfg = exp.base_encoder.clone().ok_or_else(|| Error::InvalidInput("the experiment has no [base_encoder] section".into()))?;
     let device = exp.train.device.resolve("train.device")?;
-    let num_classes = prep.dataset.num_classes();
     let counts = prep.train_counts();
 
     // The retrieval side: the eval inputs through the neighbour cache, and what the
     // augmented views need.
-    let (mut online, eval_text) = if exp.model.mode == Mode::Rac {
-        let mut rexp = exp.clone();
-        rexp.model.mode = Mode::Retrieval;
-        rexp.base_encoder = None;
-        let asm = assemble(&rexp, prep, env)?;
-        let (Some(RetrievalBatch::Embedded(eval_text)), Some(scaler)) = (asm.eval.retrieval, asm.retrieval_norm) else {
+    let (online, eval_text) = if exp.model.mode == Mode::Rac {
+        let r = retrieval_inputs(exp, prep, env)?;
+        let (RetrievalBatch::Embedded(eval_text), Some(scaler)) = (r.eval, r.norm) else {
             return Err(Error::InvalidInput("fine-tuning needs a frozen text encoder's cached features".into()));
         };
-        let encoder = ImageEncoderSpec::parse(&exp.encoder.image)?.load(&env.cache, &device)?;
+        let encoder = exp.image_encoder()?.load(&env.cache, &device)?;
         let vocabulary: Vec<&str> = prep.dataset.class_texts.iter().map(String::as_str).collect();
-        let text = text_encoder_spec(&exp.retrieval.text_encoder, exp.retrieval.max_tokens, exp.train.seed)?.load(&env.cache, &vocabulary, &device)?;
+        let text = exp.text_encoder()?.load(&env.cache, &vocabulary, &device)?;
         let first = prep.index.source_ids("train")?.start;
         let item_of_row = prep.train_rows.iter().enumerate().map(|(j, &r)| (r, first + j as ItemId)).collect();
         let online = OnlineRetrieval::new(encoder, text, scaler, exp.retrieval.k, &exp.retrieval.separator, item_of_row);
-        (Some(online), Some(eval_text))
+        (Some(online), Some(eval_text.to_device(&device)?))
     } else {
         (None, None)
     };
 
-    let widths = Widths { base_dim: vit.dim(), text_dim: online.as_ref().map_or(0, |o| o.text.dim()), num_classes };
+    let widths = Widths { base_dim: vit.dim(), text_dim: online.as_ref().map_or(0, |o| o.text.dim()), num_classes: prep.dataset.num_classes() };
     let model = RacModel::new(&exp.model, widths, None, exp.train.seed, &device)?;
-    let loss_fn = LongTailLoss::new(&exp.loss, &counts, &device)?;
-    let mut vars: Vec<(String, Var)> = vit.vars().iter().map(|(n, v)| (format!("base.encoder.{n}"), v.clone())).collect();
-    vars.extend(model.vars().iter().cloned());
-    let plain_vars: Vec<Var> = vars.iter().map(|(_, v)| v.clone()).collect();
-    let mut optim = AdamW::new(&vars, &exp.optim)?;
+    let loss = LongTailLoss::new(&exp.loss, &counts, &device)?;
+    let encoder_vars: Vec<(String, Var)> = vit.vars().iter().map(|(n, v)| (format!("base.encoder.{n}"), v.clone())).collect();
 
     let t = &exp.train;
-    let n_train = prep.train_rows.len();
-    let steps_per_epoch = n_train.div_ceil(t.batch_size);
-    let schedule = CosineWarmup {
-        lr: exp.optim.lr,
-        warmup_lr: t.warmup_lr,
-        min_lr: t.min_lr,
-        warmup_steps: t.warmup_epochs * steps_per_epoch,
-        total_steps: t.epochs * steps_per_epoch,
-    };
-    let train_split = Arc::new(prep.dataset.split(SplitKind::Train).ok_or_else(|| Error::InvalidInput("the data set has no training split".into()))?.clone());
-    let augment = Augment::new(cfg.augment.clone(), vit.preprocess().clone())?;
-    let transform = Arc::new(Transform::Train(augment.clone()));
+    let train_split =
+        Arc::new(prep.dataset.split(SplitKind::Train).ok_or_else(|| Error::InvalidInput("the data set has no training split".into()))?.clone());
+    let augment = crate::data::Augment::new(cfg.augment.clone(), vit.preprocess().clone())?;
     let loader = LoaderConfig { batch_size: t.batch_size, workers: cfg.workers, prefetch: cfg.prefetch, seed: t.seed, shuffle: true };
-    let retrieval_size = online.as_ref().map(|o| o.input_size() as u32);
-    let bar = progress_bar(env.progress, t.epochs * steps_per_epoch);
-    let mut log = Vec::new();
-    for epoch in 0..t.epochs {
-        let epoch_started = Instant::now();
-        let (mut loss_sum, mut lr) = (0f64, 0f64);
-        for batch in EpochLoader::start(train_split.clone(), Some(&prep.train_rows), transform.clone(), retrieval_size, loader, epoch)? {
-            let batch = batch?;
-            let pixels = pixels_to_device(&batch.pixels, batch.size, vit.preprocess(), &device, vit.precision().dtype())?;
-            let base = vit.forward(&pixels)?;
-            let retrieval = match &mut online {
-                Some(o) => Some(RetrievalBatch::Embedded(o.features(&batch, &prep.index, &device)?)),
-                None => None,
-            };
-            let out = model.forward(&Batch { base: Some(base), retrieval })?;
-            let targets = Tensor::from_slice(&batch.labels, batch.len(), &device)?;
-            let loss = loss_fn.forward(&out.fused, &targets)?;
-            let (step_lr, value) = optimise(&loss, &plain_vars, &mut optim, &schedule, exp.optim.clip_norm)?;
-            lr = step_lr;
-            loss_sum += value * batch.len() as f64;
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!("fine-tuning, epoch {}/{}", epoch + 1, t.epochs));
-            }
-        }
-        let secs = epoch_started.elapsed().as_secs_f64();
-        log.push(EpochLog { epoch: epoch + 1, loss: loss_sum / n_train as f64, lr, samples_per_s: n_train as f64 / secs.max(1e-9), test_top1: None });
-    }
-    if let Some(b) = bar {
-        crate::progress::finish(&b, "fine-tuning", "batches");
-    }
+    let mut source = AugmentedBatches {
+        split: train_split,
+        rows: &prep.train_rows,
+        transform: Arc::new(Transform::Train(augment.clone())),
+        loader,
+        vit,
+        online,
+        index: &prep.index,
+        device: device.clone(),
+    };
+    let checkpoint_dir = env.checkpoint_dir(exp);
+    fsio::create_dir_all(&checkpoint_dir)?;
+    let hooks = TrainHooks { progress: env.progress, ..env.hooks.clone() };
+    let job = TrainJob {
+        model: &model,
+        extra_vars: &encoder_vars,
+        loss: &loss,
+        optim: &exp.optim,
+        config: t,
+        checkpoint_dir: Some(&checkpoint_dir),
+        hooks: &hooks,
+        label: "fine-tuning",
+    };
+    let log = train_with(&job, &mut source, None)?;
 
     // Evaluation: the fine-tuned encoder on the eval transform; retrieval from the cache.
-    let eval_kind = if prep.eval_split == "val" { SplitKind::Train } else { SplitKind::Test };
-    let eval_split = Arc::new(prep.dataset.split(eval_kind).ok_or_else(|| Error::InvalidInput(format!("the data set has no {} split", eval_kind.name())))?.clone());
+    let eval_kind = prep.eval_split.source();
+    let eval_split = Arc::new(
+        prep.dataset.split(eval_kind).ok_or_else(|| Error::InvalidInput(format!("the data set has no {} split", eval_kind.name())))?.clone(),
+    );
     let eval_loader = LoaderConfig { batch_size: cfg.eval_batch, shuffle: false, ..loader };
     let mut features = Vec::new();
     for batch in EpochLoader::start(eval_split, Some(&prep.eval_rows), Arc::new(Transform::Eval(augment.eval_preprocess())), None, eval_loader, 0)? {
@@ -199,11 +216,20 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
         let pixels = pixels_to_device(&batch.pixels, batch.size, vit.preprocess(), &device, vit.precision().dtype())?;
         features.push(vit.forward(&pixels)?.detach());
     }
-    let inputs = Inputs {
-        base: Some(Tensor::cat(&features, 0)?),
-        retrieval: eval_text.map(RetrievalBatch::Embedded),
-        labels: prep.eval.labels.clone(),
+    let inputs =
+        Inputs { base: Some(Tensor::cat(&features, 0)?), retrieval: eval_text.map(RetrievalBatch::Embedded), labels: prep.eval.labels.clone() };
+    let out = predict(&model, &inputs, t.eval_batch_size)?;
+    let finished = Finished {
+        exp,
+        eval_split: prep.eval_split.name(),
+        class_texts: &prep.dataset.class_texts,
+        started,
+        out: &out,
+        labels: &inputs.labels,
+        counts: &counts,
+        log: &log,
     };
-    let out = predict(&model, &inputs, 1024)?;
-    save_record(exp, prep, env, started, &out, &inputs.labels, &counts, &log)
+    let rec = finished.save(&env.runs_dir)?;
+    let _ = std::fs::remove_dir_all(&checkpoint_dir);
+    Ok(rec)
 }

@@ -1,14 +1,24 @@
 //! Experiments as values: an [`Experiment`] (TOML) runs into a [`RunRecord`] on disk, and
 //! records load back as polars DataFrames for comparison.
+//!
+//! The modules in data-flow order: `config` (the experiment), `prepared` (data, features,
+//! index), `texts` (neighbour texts → T's features), `record` (evaluation of the outputs,
+//! the record on disk), the two peer runners `cached` and `finetune`, `run` (which picks
+//! one), then `sweep` and `demo` on top.
 
+pub mod cached;
 pub mod config;
 pub mod demo;
 pub mod finetune;
+pub mod prepared;
 pub mod record;
 pub mod run;
 pub mod sweep;
+pub mod texts;
 
-pub use config::Experiment;
+pub use cached::{Assembled, assemble};
+pub use config::{Experiment, method_name};
+pub use prepared::{EvalSplit, Prepared, RunEnv};
 pub use record::{RunMeta, RunRecord, list_runs, load_runs};
-pub use run::{Assembled, Prepared, RunEnv, assemble, method_name, run, run_prepared};
+pub use run::{run, run_prepared};
 pub use sweep::{Sweep, grid, sweep, sweep_list};

@@ -14,14 +14,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::Experiment;
 use crate::error::{Error, Result};
-use crate::eval::BranchMetrics;
+use crate::eval::{Branch, BranchMetrics, evaluate, per_class_frame};
 use crate::fsio;
+use crate::model::{Mode, Outputs};
 use crate::train::EpochLog;
 
 const COMPLETE: &str = "COMPLETE";
@@ -162,7 +164,11 @@ impl RunRecord {
     /// Load a complete record from its folder.
     pub fn load(dir: &Path) -> Result<RunRecord> {
         if !dir.join(COMPLETE).is_file() {
-            return Err(Error::MissingFile { what: "complete run record".into(), path: dir.join(COMPLETE), hint: Some("the run did not finish".into()) });
+            return Err(Error::MissingFile {
+                what: "complete run record".into(),
+                path: dir.join(COMPLETE),
+                hint: Some("the run did not finish".into()),
+            });
         }
         let text = fsio::read_to_string(&dir.join("record.toml"), "run record")?;
         let meta: RunMeta = toml::from_str(&text).map_err(|e| Error::Config { path: dir.join("record.toml"), message: e.to_string() })?;
@@ -199,4 +205,52 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunRecord>> {
 pub fn load_runs(runs_dir: &Path) -> Result<DataFrame> {
     let frames = list_runs(runs_dir)?.iter().map(|r| r.metrics_with_run()).collect::<Result<Vec<_>>>()?;
     crate::eval::vstack_all(frames, &format!("no complete run records under {}", runs_dir.display()))
+}
+
+/// A trained model's outputs on the evaluation items, with what its record needs.
+pub(crate) struct Finished<'a> {
+    pub exp: &'a Experiment,
+    /// `test` or `val`.
+    pub eval_split: &'a str,
+    pub class_texts: &'a [String],
+    pub started: Instant,
+    pub out: &'a Outputs,
+    pub labels: &'a [usize],
+    /// Training images per class (the shot buckets).
+    pub counts: &'a [usize],
+    pub log: &'a [EpochLog],
+}
+
+impl Finished<'_> {
+    /// Evaluate every branch of the outputs (all three for a RAC model) and save the run's
+    /// record under `runs_dir`.
+    pub(crate) fn save(&self, runs_dir: &Path) -> Result<RunRecord> {
+        let (exp, out, labels, counts) = (self.exp, self.out, self.labels, self.counts);
+        let mut branches: Vec<BranchMetrics> = Vec::new();
+        if let Some(b) = &out.base {
+            branches.push(evaluate(Branch::Base, b, labels, counts)?);
+        }
+        if let Some(rl) = &out.retrieval {
+            branches.push(evaluate(Branch::Retrieval, rl, labels, counts)?);
+        }
+        if exp.model.mode == Mode::Rac {
+            branches.push(evaluate(Branch::Fused, &out.fused, labels, counts)?);
+        }
+        let method = exp.method_name();
+        let meta = RunMeta {
+            name: exp.name.clone(),
+            config_hash: exp.config_hash(),
+            seed: exp.train.seed,
+            versions: crate_versions(),
+            git_revision: git_revision(Path::new(".")),
+            wall_s: self.started.elapsed().as_secs_f64(),
+            method: method.clone(),
+            eval_split: self.eval_split.to_string(),
+            experiment: exp.clone(),
+        };
+        let metrics = metrics_table(&method, &branches)?;
+        let per_class = per_class_frame(self.class_texts, counts, &branches)?;
+        let epochs = epochs_table(self.log)?;
+        RunRecord::save(meta, metrics, per_class, epochs, runs_dir)
+    }
 }

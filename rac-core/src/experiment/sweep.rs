@@ -4,8 +4,9 @@
 use polars::prelude::*;
 
 use super::config::Experiment;
+use super::prepared::{Prepared, RunEnv};
 use super::record::{self, RunRecord};
-use super::run::{Prepared, RunEnv, run_prepared};
+use super::run::run_prepared;
 use crate::error::{Error, Result};
 use crate::eval::vstack_all;
 
@@ -21,9 +22,7 @@ pub struct Sweep {
 impl Sweep {
     /// Parse `key=v1,v2,...`.
     pub fn parse(s: &str) -> Result<Self> {
-        let (key, values) = s
-            .split_once('=')
-            .ok_or_else(|| Error::InvalidInput(format!("--set expects key=v1,v2,..., found `{s}`")))?;
+        let (key, values) = s.split_once('=').ok_or_else(|| Error::InvalidInput(format!("--set expects key=v1,v2,..., found `{s}`")))?;
         let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
         if values.is_empty() {
             return Err(Error::InvalidInput(format!("--set {key}= has no values")));
@@ -32,8 +31,11 @@ impl Sweep {
     }
 }
 
+/// The (key, value) settings of one point of a grid.
+pub type GridPoint = Vec<(String, String)>;
+
 /// Every experiment of the grid, each named `<name>-<key>=<value>...`.
-pub fn grid(base: &Experiment, axes: &[Sweep]) -> Result<Vec<(Vec<(String, String)>, Experiment)>> {
+pub fn grid(base: &Experiment, axes: &[Sweep]) -> Result<Vec<(GridPoint, Experiment)>> {
     let mut out = vec![(Vec::new(), base.clone())];
     for axis in axes {
         let mut next = Vec::new();

@@ -81,8 +81,7 @@ pub fn one_nn_accuracy(
         total[y] += 1;
         correct[y] += (pred == y) as usize;
     }
-    let per_class: Vec<f64> =
-        (0..classes).map(|c| if total[c] > 0 { correct[c] as f64 / total[c] as f64 } else { f64::NAN }).collect();
+    let per_class: Vec<f64> = (0..classes).map(|c| if total[c] > 0 { correct[c] as f64 / total[c] as f64 } else { f64::NAN }).collect();
     let mean_of = |keep: &dyn Fn(usize) -> bool| {
         let v: Vec<f64> = (0..classes).filter(|&c| keep(c) && total[c] > 0).map(|c| per_class[c]).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)

@@ -9,6 +9,6 @@ pub mod knn;
 pub mod progress;
 pub mod store;
 
-pub use progress::BarProgress;
 pub use knn::{KnnReport, nearest_neighbours, one_nn_accuracy};
+pub use progress::BarProgress;
 pub use store::{CacheOutcome, EncodeOptions, EncodeProgress, FeatureKey, FeatureMeta, FeatureStore, Features, Lookup, encode_split, features_of};

@@ -156,8 +156,8 @@ pub enum CacheOutcome {
 /// What looking an entry up found.
 #[derive(Debug)]
 pub enum Lookup {
-    /// A valid entry.
-    Hit(Features),
+    /// A valid entry (boxed: the other variants are small).
+    Hit(Box<Features>),
     /// No entry.
     Absent,
     /// An entry that fails its checks.
@@ -233,7 +233,7 @@ impl FeatureStore {
             return Ok(Lookup::Absent);
         }
         match self.read_entry(&dir, key) {
-            Ok(f) => Ok(Lookup::Hit(f)),
+            Ok(f) => Ok(Lookup::Hit(Box::new(f))),
             Err(reason) => Ok(Lookup::Corrupt(reason)),
         }
     }
@@ -288,12 +288,10 @@ impl FeatureStore {
         options: &EncodeOptions,
         progress: &mut dyn EncodeProgress,
     ) -> Result<(Features, CacheOutcome)> {
-        let data = ds
-            .split(split)
-            .ok_or_else(|| Error::InvalidInput(format!("data set `{}` has no {} split", ds.name(), split.name())))?;
+        let data = ds.split(split).ok_or_else(|| Error::InvalidInput(format!("data set `{}` has no {} split", ds.name(), split.name())))?;
         let key = FeatureKey::new(encoder, ds, split);
         let outcome = match self.lookup(&key)? {
-            Lookup::Hit(f) if f.labels == data.labels => return Ok((f, CacheOutcome::Hit)),
+            Lookup::Hit(f) if f.labels == data.labels => return Ok((*f, CacheOutcome::Hit)),
             Lookup::Hit(_) => CacheOutcome::ReEncoded { reason: "its labels differ from the data set's".into() },
             Lookup::Absent => CacheOutcome::Encoded,
             Lookup::Corrupt(reason) => CacheOutcome::ReEncoded { reason },

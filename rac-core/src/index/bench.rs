@@ -108,8 +108,10 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
     let n = base.len() / dim.max(1);
     let nq = queries.len() / dim.max(1);
     let k = *RECALL_KS.last().expect("non-empty");
-    if dim == 0 || n < k || nq == 0 || base.len() % dim != 0 || queries.len() % dim != 0 {
-        return Err(Error::InvalidInput(format!("index bench: need at least {k} base vectors and 1 query of one dimension; got {n} and {nq} of dimension {dim}")));
+    if dim == 0 || n < k || nq == 0 || !base.len().is_multiple_of(dim) || !queries.len().is_multiple_of(dim) {
+        return Err(Error::InvalidInput(format!(
+            "index bench: need at least {k} base vectors and 1 query of one dimension; got {n} and {nq} of dimension {dim}"
+        )));
     }
     crate::fsio::create_dir_all(work_dir)?;
     let texts: Vec<String> = (0..n).map(|i| format!("item {i}")).collect();
@@ -139,10 +141,11 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
                 .collect(),
         };
         for config in builds {
-            let dir = tempfile::Builder::new()
-                .prefix(&format!("bench-{backend}-"))
-                .tempdir_in(work_dir)
-                .map_err(|e| Error::Io { op: "creating a folder in", path: work_dir.to_path_buf(), source: e })?;
+            let dir = tempfile::Builder::new().prefix(&format!("bench-{backend}-")).tempdir_in(work_dir).map_err(|e| Error::Io {
+                op: "creating a folder in",
+                path: work_dir.to_path_buf(),
+                source: e,
+            })?;
             log(&format!("building {backend} on {n} x {dim} ..."));
             let t0 = Instant::now();
             let mut index = RetrievalIndex::build(dir.path(), &config, std::slice::from_ref(&source))?;

@@ -72,11 +72,7 @@ impl ExactMatrix {
             let b = block.len() / dim;
             let q = Tensor::from_slice(block, (b, dim), &Device::Cpu)?;
             let scores = q.matmul(&xt)?.flatten_all()?.to_vec1::<f32>()?;
-            let rows: Vec<Vec<(u32, f32)>> = scores
-                .par_chunks(n)
-                .zip(block.par_chunks(dim))
-                .map(|(row, qv)| self.top_k(row, qv, k))
-                .collect();
+            let rows: Vec<Vec<(u32, f32)>> = scores.par_chunks(n).zip(block.par_chunks(dim)).map(|(row, qv)| self.top_k(row, qv, k)).collect();
             out.extend(rows);
         }
         Ok(out)

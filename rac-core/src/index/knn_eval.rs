@@ -98,13 +98,7 @@ fn mean_over(acc: &[Option<f64>], keep: impl Fn(usize) -> bool) -> Option<f64> {
 ///
 /// `neighbours[i]` are the neighbours of test item `i` (at least `k` of them), `test_labels`
 /// its true labels, `train_counts[c]` the training count of class `c`.
-pub fn retrieval_only_table(
-    neighbours: &[Neighbours],
-    test_labels: &[u32],
-    train_counts: &[usize],
-    k: usize,
-    metric: Metric,
-) -> Result<DataFrame> {
+pub fn retrieval_only_table(neighbours: &[Neighbours], test_labels: &[u32], train_counts: &[usize], k: usize, metric: Metric) -> Result<DataFrame> {
     if neighbours.len() != test_labels.len() {
         return Err(Error::InvalidInput(format!(
             "retrieval-only evaluation: {} neighbour lists for {} test labels",
@@ -126,8 +120,7 @@ pub fn retrieval_only_table(
     let mut cols: [Vec<Option<f64>>; 4] = Default::default();
     for rule in rules {
         let kk = if rule == VoteRule::Nearest { 1 } else { k };
-        let preds: Vec<u32> =
-            neighbours.iter().map(|n| vote(&n.labels, &n.distances, kk, rule, metric).expect("k >= 1 neighbours")).collect();
+        let preds: Vec<u32> = neighbours.iter().map(|n| vote(&n.labels, &n.distances, kk, rule, metric).expect("k >= 1 neighbours")).collect();
         let acc = per_class_accuracy(&preds, test_labels, num_classes);
         method.push(rule.name().to_string());
         ks.push(kk as u32);

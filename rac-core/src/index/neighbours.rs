@@ -88,7 +88,12 @@ impl NeighbourLists {
 
     /// As (id, distance) lists, one per query.
     pub fn hits(&self) -> Vec<Vec<(ItemId, f32)>> {
-        (0..self.n).map(|i| { let (a, b) = self.row(i); a.iter().copied().zip(b.iter().copied()).collect() }).collect()
+        (0..self.n)
+            .map(|i| {
+                let (a, b) = self.row(i);
+                a.iter().copied().zip(b.iter().copied()).collect()
+            })
+            .collect()
     }
 
     fn encode(&self, header: &CacheHeader) -> Vec<u8> {
@@ -202,11 +207,7 @@ impl NeighbourCache<'_> {
     pub fn get(&self, set: &QuerySet<'_>, k: usize, drop_self: bool) -> Result<Option<NeighbourLists>> {
         let Some((header, lists)) = self.stored(&set.key())? else { return Ok(None) };
         let want = self.header(set, header.k_max, drop_self, header.n)?;
-        if header == want && k <= header.k_max && k > 0 {
-            Ok(Some(lists.truncated(k)))
-        } else {
-            Ok(None)
-        }
+        if header == want && k <= header.k_max && k > 0 { Ok(Some(lists.truncated(k))) } else { Ok(None) }
     }
 
     /// The first `k` neighbours of every query of `set`: read back when a fresh entry holds
@@ -234,9 +235,9 @@ impl NeighbourCache<'_> {
         let bytes = lists.encode(&header);
         let key = set.key();
         let path = self.index.path().to_path_buf();
-        self.index.store.write("storing neighbour lists", |wtxn, dbs, _meta| {
-            dbs.neighbours.put(wtxn, &key, &bytes).at(&path, "storing neighbour lists")
-        })?;
+        self.index
+            .store
+            .write("storing neighbour lists", |wtxn, dbs, _meta| dbs.neighbours.put(wtxn, &key, &bytes).at(&path, "storing neighbour lists"))?;
         Ok((lists.truncated(k), CacheOutcome::Computed))
     }
 

@@ -39,8 +39,8 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
         2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         _ => return Err(bad("unsupported .npy version")),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + hlen).ok_or_else(|| bad("truncated header"))?)
-        .map_err(|_| bad("header is not UTF-8"))?;
+    let header =
+        std::str::from_utf8(bytes.get(start..start + hlen).ok_or_else(|| bad("truncated header"))?).map_err(|_| bad("header is not UTF-8"))?;
     let field = |name: &str| -> Option<&str> {
         let i = header.find(&format!("'{name}'"))?;
         let rest = header[i + name.len() + 2..].trim_start().strip_prefix(':')?.trim_start();

@@ -36,9 +36,9 @@ impl Source {
     /// keys default to `name/row`.
     pub fn new(name: impl Into<String>, features: &Tensor, texts: Vec<String>, labels: Vec<u32>) -> Result<Self> {
         let name = name.into();
-        let (n, dim) = features.dims2().map_err(|_| {
-            Error::InvalidInput(format!("source `{name}`: features must be a [n, d] matrix, got shape {:?}", features.dims()))
-        })?;
+        let (n, dim) = features
+            .dims2()
+            .map_err(|_| Error::InvalidInput(format!("source `{name}`: features must be a [n, d] matrix, got shape {:?}", features.dims())))?;
         let vectors = features.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         debug_assert_eq!(vectors.len(), n * dim);
         Self::from_vecs(name, vectors, dim, texts, labels)
@@ -51,7 +51,7 @@ impl Source {
         if name.is_empty() || name.len() > 200 {
             return bad("the name must have 1 to 200 bytes".into());
         }
-        if dim == 0 || vectors.is_empty() || vectors.len() % dim != 0 {
+        if dim == 0 || vectors.is_empty() || !vectors.len().is_multiple_of(dim) {
             return bad(format!("{} values do not form rows of dimension {dim}", vectors.len()));
         }
         let n = vectors.len() / dim;
@@ -195,10 +195,9 @@ impl IndexStats {
         s.push_str(&format!("index           {}\n", self.path.display()));
         s.push_str(&format!("backend         {}\n", self.backend));
         match self.backend {
-            Backend::Arroy => s.push_str(&format!(
-                "                n_trees {}, search_k {}\n",
-                self.config.arroy.n_trees, self.config.arroy.search_k
-            )),
+            Backend::Arroy => {
+                s.push_str(&format!("                n_trees {}, search_k {}\n", self.config.arroy.n_trees, self.config.arroy.search_k))
+            }
             Backend::Hnsw => s.push_str(&format!(
                 "                M {}, ef_construction {}, ef_search {}\n",
                 super::config::HNSW_M,
@@ -414,9 +413,9 @@ impl RetrievalIndex {
 
     /// The neighbours of each row of an `[b, d]` query tensor.
     pub fn query(&self, queries: &Tensor, opts: &QueryOptions) -> Result<Vec<Neighbours>> {
-        let (_, d) = queries
-            .dims2()
-            .map_err(|_| Error::InvalidInput(format!("{}: queries must be a [b, d] matrix, got shape {:?}", self.path().display(), queries.dims())))?;
+        let (_, d) = queries.dims2().map_err(|_| {
+            Error::InvalidInput(format!("{}: queries must be a [b, d] matrix, got shape {:?}", self.path().display(), queries.dims()))
+        })?;
         let data = queries.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         self.query_vecs(&data, d, opts)
     }
@@ -453,7 +452,7 @@ impl RetrievalIndex {
     ) -> Result<Vec<Vec<(ItemId, f32)>>> {
         self.require_items()?;
         let path = self.path();
-        if dim != self.dim() || queries.len() % dim.max(1) != 0 {
+        if dim != self.dim() || !queries.len().is_multiple_of(dim.max(1)) {
             return Err(Error::IndexDimension { path: path.to_path_buf(), what: "the query batch".into(), expected: self.dim(), received: dim });
         }
         let k_search = k + usize::from(drop_self);
@@ -462,11 +461,7 @@ impl RetrievalIndex {
         }
         if k_search > self.len() {
             let extra = if drop_self { " (plus one for drop_self)" } else { "" };
-            return Err(Error::IndexK {
-                path: path.to_path_buf(),
-                k,
-                reason: format!("the index holds only {} items{extra}", self.len()),
-            });
+            return Err(Error::IndexK { path: path.to_path_buf(), k, reason: format!("the index holds only {} items{extra}", self.len()) });
         }
         let mut queries = queries.to_vec();
         if let Err(row) = backend::prepare_rows(&mut queries, dim, self.config().metric) {
@@ -627,10 +622,10 @@ impl RetrievalIndex {
                 _ => backend::all_vectors(wtxn, dbs.ann, &path, meta.dim)?,
             };
             if let Change::Replace(_) = &change {
-                if let Some((old, new, _)) = &rebuild {
-                    if !same_db(*old, *new) {
-                        backend::clear_any(wtxn, *old, &path)?;
-                    }
+                if let Some((old, new, _)) = &rebuild
+                    && !same_db(*old, *new)
+                {
+                    backend::clear_any(wtxn, *old, &path)?;
                 }
                 dbs.items.clear(wtxn).at(&path, op)?;
                 dbs.sources.clear(wtxn).at(&path, op)?;

@@ -129,7 +129,7 @@ impl SourceRecord {
 /// Removing a source that was added gives back the earlier fingerprint.
 pub(crate) fn fingerprint(config: &IndexConfig, sources: &[SourceRecord]) -> String {
     let mut sorted: Vec<&SourceRecord> = sources.iter().collect();
-    sorted.sort_by(|a, b| a.first_id.cmp(&b.first_id));
+    sorted.sort_by_key(|a| a.first_id);
     // Only what shapes the stored structure; query-time knobs (search_k, ef_search) are not content.
     let build = (FORMAT_VERSION, config.backend, config.metric, config.arroy.n_trees, config.hnsw.ef_construction, config.seed);
     let mut text = serde_json::to_string(&build).expect("config serialises");
@@ -233,10 +233,9 @@ fn open_env(path: &Path, map_size: usize) -> Result<Env<WithoutTls>> {
             op: "opening".into(),
             message: "this index is already open in this process; drop the other handle first".into(),
         },
-        heed::Error::Mdb(heed::MdbError::Invalid) | heed::Error::Mdb(heed::MdbError::VersionMismatch) => Error::NotAnIndex {
-            path: path.to_path_buf(),
-            reason: format!("data.mdb is not an LMDB environment ({e})"),
-        },
+        heed::Error::Mdb(heed::MdbError::Invalid) | heed::Error::Mdb(heed::MdbError::VersionMismatch) => {
+            Error::NotAnIndex { path: path.to_path_buf(), reason: format!("data.mdb is not an LMDB environment ({e})") }
+        }
         other => Error::IndexStore { path: path.to_path_buf(), op: "opening".into(), message: other.to_string() },
     })
 }
@@ -293,23 +292,20 @@ fn read_meta(env: &Env<WithoutTls>, path: &Path, meta_db: NameDb) -> Result<Meta
     let rtxn = env.read_txn().at(path, "reading metadata")?;
     let version = meta_db.get(&rtxn, "format_version").at(path, "reading metadata")?;
     let Some(version) = version else {
-        return Err(Error::NotAnIndex {
-            path: path.to_path_buf(),
-            reason: INTERRUPTED.into(),
-        });
+        return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: INTERRUPTED.into() });
     };
-    let found = <[u8; 4]>::try_from(version).map(u32::from_le_bytes).map_err(|_| Error::NotAnIndex {
-        path: path.to_path_buf(),
-        reason: "the stored format version is not a u32".into(),
-    })?;
+    let found = <[u8; 4]>::try_from(version)
+        .map(u32::from_le_bytes)
+        .map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: "the stored format version is not a u32".into() })?;
     if found != FORMAT_VERSION {
         return Err(Error::IndexVersion { path: path.to_path_buf(), found, expected: FORMAT_VERSION });
     }
-    let bytes = meta_db.get(&rtxn, "meta").at(path, "reading metadata")?.ok_or_else(|| Error::NotAnIndex {
-        path: path.to_path_buf(),
-        reason: "the `meta` record is missing".into(),
-    })?;
-    serde_json::from_slice(bytes).map_err(|e| Error::NotAnIndex { path: path.to_path_buf(), reason: format!("the `meta` record does not parse: {e}") })
+    let bytes = meta_db
+        .get(&rtxn, "meta")
+        .at(path, "reading metadata")?
+        .ok_or_else(|| Error::NotAnIndex { path: path.to_path_buf(), reason: "the `meta` record is missing".into() })?;
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::NotAnIndex { path: path.to_path_buf(), reason: format!("the `meta` record does not parse: {e}") })
 }
 
 impl Store {
@@ -319,9 +315,7 @@ impl Store {
             return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: NO_FOLDER.into() });
         }
         let data = data_file(path);
-        let len = std::fs::metadata(&data)
-            .map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: NO_DATA.into() })?
-            .len() as usize;
+        let len = std::fs::metadata(&data).map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: NO_DATA.into() })?.len() as usize;
         // LMDB trusts its file: a foreign file can make it misbehave, so check the magic of
         // the first meta page (after its 16-byte page header) before handing it over.
         let mut head = [0u8; 24];

@@ -21,11 +21,7 @@ pub fn l2_normalise(x: &Tensor) -> Result<Tensor> {
 /// Fuse the base and retrieval logits, both `[B, L]`.
 pub fn fuse_logits(f_base: &Tensor, f_ret: &Tensor) -> Result<Tensor> {
     if f_base.dims() != f_ret.dims() {
-        return Err(Error::InvalidInput(format!(
-            "base logits {:?} and retrieval logits {:?} differ in shape",
-            f_base.dims(),
-            f_ret.dims()
-        )));
+        return Err(Error::InvalidInput(format!("base logits {:?} and retrieval logits {:?} differ in shape", f_base.dims(), f_ret.dims())));
     }
     let (_, l) = f_base.dims2()?;
     Ok(((l2_normalise(f_ret)? + l2_normalise(f_base)?)? * (l as f64 / 2.0))?)

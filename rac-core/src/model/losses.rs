@@ -184,9 +184,7 @@ impl LongTailLoss {
         let onehot = one_hot(&targets, c, logits.device())?;
         let logits = logits.to_dtype(DType::F32)?;
         // f + tau * Delta, with LDAM's margin on the true class only.
-        let adjusted = logits
-            .broadcast_add(&self.shift.unsqueeze(0)?)?
-            .sub(&onehot.broadcast_mul(&self.margin.unsqueeze(0)?)?)?;
+        let adjusted = logits.broadcast_add(&self.shift.unsqueeze(0)?)?.sub(&onehot.broadcast_mul(&self.margin.unsqueeze(0)?)?)?;
         let log_p = candle_nn::ops::log_softmax(&adjusted, D::Minus1)?;
         let eps = self.config.label_smoothing;
         let target_dist = ((onehot * (1.0 - eps))? + eps / c as f64)?;

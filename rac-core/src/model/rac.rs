@@ -262,10 +262,9 @@ impl RacModel {
         let base = if config.mode.has_base() {
             let layers = match config.base_head {
                 HeadKind::Linear => vec![init.linear("base.fc", widths.base_dim, widths.num_classes)?],
-                HeadKind::Mlp => vec![
-                    init.linear("base.fc1", widths.base_dim, config.hidden)?,
-                    init.linear("base.fc2", config.hidden, widths.num_classes)?,
-                ],
+                HeadKind::Mlp => {
+                    vec![init.linear("base.fc1", widths.base_dim, config.hidden)?, init.linear("base.fc2", config.hidden, widths.num_classes)?]
+                }
             };
             Some(Head { layers })
         } else {

@@ -10,8 +10,8 @@
 //! - [`pixels_to_device`] turns the loader's `u8` views into normalised input on the device,
 //!   so only a quarter of the bytes cross the bus.
 //!
-//! The training loop itself, which also queries the index for every augmented view, is
-//! `experiment::finetune`.
+//! The batch source that feeds augmented views (and queries the index for each) to the
+//! shared training loop is `experiment::finetune`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -214,7 +214,7 @@ impl TrainableVit {
 /// `(v / 255 − mean) / std` per channel, computed on the device, in `dtype`.
 pub fn pixels_to_device(pixels: &[u8], size: usize, pre: &Preprocess, device: &Device, dtype: DType) -> Result<Tensor> {
     let per = 3 * size * size;
-    if per == 0 || pixels.len() % per != 0 {
+    if per == 0 || !pixels.len().is_multiple_of(per) {
         return Err(Error::InvalidInput(format!("{} bytes are not whole 3x{size}x{size} images", pixels.len())));
     }
     let n = pixels.len() / per;

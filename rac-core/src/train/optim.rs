@@ -66,10 +66,8 @@ pub struct AdamW {
 impl AdamW {
     /// An optimiser over `vars`, with zero moments.
     pub fn new(vars: &[(String, Var)], config: &OptimConfig) -> Result<Self> {
-        let params = vars
-            .iter()
-            .map(|(n, v)| Ok((n.clone(), v.clone(), v.as_tensor().zeros_like()?, v.as_tensor().zeros_like()?)))
-            .collect::<Result<_>>()?;
+        let params =
+            vars.iter().map(|(n, v)| Ok((n.clone(), v.clone(), v.as_tensor().zeros_like()?, v.as_tensor().zeros_like()?))).collect::<Result<_>>()?;
         Ok(AdamW { params, step: 0, config: config.clone() })
     }
 
@@ -111,9 +109,7 @@ impl AdamW {
     /// Restore the state written by [`AdamW::state`].
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: usize) -> Result<()> {
         for (n, var, m, v) in self.params.iter_mut() {
-            let get = |k: String| {
-                tensors.get(&k).cloned().ok_or_else(|| Error::InvalidInput(format!("checkpoint lacks optimiser tensor `{k}`")))
-            };
+            let get = |k: String| tensors.get(&k).cloned().ok_or_else(|| Error::InvalidInput(format!("checkpoint lacks optimiser tensor `{k}`")));
             let (nm, nv) = (get(format!("adamw.m.{n}"))?, get(format!("adamw.v.{n}"))?);
             if nm.dims() != var.dims() || nv.dims() != var.dims() {
                 return Err(Error::InvalidInput(format!("checkpoint optimiser tensor for `{n}` has the wrong shape")));

@@ -1,6 +1,8 @@
-//! The training loop: seeded shuffling, mini-batches over cached inputs, the loss on the
-//! model's predicting output, gradient clipping, AdamW with the cosine warm-up schedule,
-//! a per-epoch log, and a checkpoint after every epoch from which a killed run resumes.
+//! The training loop, one for every run: batches from a [`BatchSource`] (seeded shuffles of
+//! cached inputs, or the loader's augmented images with online retrieval), the loss on the
+//! model's fused output, gradient clipping, AdamW with the cosine warm-up schedule, a
+//! per-epoch log with evaluation handed in, and a checkpoint after every epoch from which a
+//! killed run resumes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use super::{AdamW, CosineWarmup, OptimConfig, clip_grad_norm};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
-use crate::eval::{Branch, evaluate};
 use crate::fsio;
 use crate::model::{Batch, LongTailLoss, Outputs, RacModel, RetrievalBatch};
 
@@ -48,6 +49,11 @@ pub struct TrainConfig {
     /// while `auto`, so that records made before the setting existed keep their hash.
     #[serde(default, skip_serializing_if = "DeviceChoice::is_auto")]
     pub device: DeviceChoice,
+    /// Items per forward pass when a trained model predicts (evaluation). Only speed and
+    /// memory depend on it; left out of the saved configuration at its default, so that
+    /// records keep their hash.
+    #[serde(default = "default_eval_batch", skip_serializing_if = "is_default_eval_batch")]
+    pub eval_batch_size: usize,
 }
 
 fn default_epochs() -> usize {
@@ -55,6 +61,12 @@ fn default_epochs() -> usize {
 }
 fn default_batch() -> usize {
     200
+}
+fn default_eval_batch() -> usize {
+    1024
+}
+fn is_default_eval_batch(n: &usize) -> bool {
+    *n == default_eval_batch()
 }
 fn default_warmup_epochs() -> usize {
     5
@@ -74,6 +86,7 @@ impl Default for TrainConfig {
             min_lr: default_small_lr(),
             eval_every: 0,
             device: DeviceChoice::Auto,
+            eval_batch_size: default_eval_batch(),
         }
     }
 }
@@ -113,9 +126,7 @@ impl Inputs {
         let retrieval = match &self.retrieval {
             None => None,
             Some(RetrievalBatch::Embedded(t)) => Some(RetrievalBatch::Embedded(t.to_device(device)?)),
-            Some(RetrievalBatch::Tokens { ids, mask }) => {
-                Some(RetrievalBatch::Tokens { ids: ids.to_device(device)?, mask: mask.to_device(device)? })
-            }
+            Some(RetrievalBatch::Tokens { ids, mask }) => Some(RetrievalBatch::Tokens { ids: ids.to_device(device)?, mask: mask.to_device(device)? }),
         };
         Ok(Inputs { base: self.base.as_ref().map(|t| t.to_device(device)).transpose()?, retrieval, labels: self.labels.clone() })
     }
@@ -173,92 +184,179 @@ struct CheckpointState {
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
 
-/// Train `model` on `train`; returns the per-epoch log. With `checkpoint_dir`, a checkpoint
-/// is written after every epoch, and a run finding one there resumes after its epoch.
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    model: &RacModel,
-    loss_fn: &LongTailLoss,
-    optim_config: &OptimConfig,
-    config: &TrainConfig,
-    train: &Inputs,
-    test: Option<&Inputs>,
-    checkpoint_dir: Option<&Path>,
-    hooks: &TrainHooks,
-) -> Result<Vec<EpochLog>> {
-    if train.is_empty() {
+/// The shuffle of epoch `e` is seeded with `seed * SHUFFLE_SEED_STRIDE + e`: a fresh RNG per
+/// epoch makes a resumed run shuffle exactly as an uninterrupted one. (A large prime keeps
+/// the epochs of neighbouring seeds apart; changing it changes every run's results.)
+const SHUFFLE_SEED_STRIDE: u64 = 1_000_003;
+
+/// Where the batches of an epoch come from: cached inputs ([`CachedBatches`]), or images
+/// through the loader with online retrieval (fine-tuning).
+pub trait BatchSource {
+    /// The items of one epoch.
+    fn len(&self) -> usize;
+
+    /// Whether an epoch has no items.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hand every batch of epoch `epoch` (0-based) and its `[b]` u32 targets to `step`, in
+    /// an order that depends only on the seed and the epoch, so that a run resumed after
+    /// an epoch sees the batches an uninterrupted run sees.
+    fn for_each_batch(&mut self, epoch: usize, step: &mut dyn FnMut(Batch, Tensor) -> Result<()>) -> Result<()>;
+}
+
+/// Seeded, shuffled mini-batches over cached inputs.
+pub struct CachedBatches<'a> {
+    inputs: &'a Inputs,
+    batch_size: usize,
+    seed: u64,
+    labels: Vec<u32>,
+}
+
+impl<'a> CachedBatches<'a> {
+    /// Batches of `batch_size` items of `inputs`, shuffled each epoch from `seed`.
+    pub fn new(inputs: &'a Inputs, batch_size: usize, seed: u64) -> Self {
+        CachedBatches { inputs, batch_size, seed, labels: inputs.labels.iter().map(|&l| l as u32).collect() }
+    }
+}
+
+impl BatchSource for CachedBatches<'_> {
+    fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    fn for_each_batch(&mut self, epoch: usize, step: &mut dyn FnMut(Batch, Tensor) -> Result<()>) -> Result<()> {
+        let device = self.inputs.device();
+        let mut order: Vec<u32> = (0..self.inputs.len() as u32).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(SHUFFLE_SEED_STRIDE).wrapping_add(epoch as u64)));
+        for chunk in order.chunks(self.batch_size) {
+            let idx = Tensor::from_slice(chunk, chunk.len(), &device)?;
+            let targets = Tensor::from_vec(chunk.iter().map(|&i| self.labels[i as usize]).collect::<Vec<u32>>(), chunk.len(), &device)?;
+            step(self.inputs.batch(&idx)?, targets)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one training run steps: the model, any variables trained with it (a fine-tuned
+/// encoder's), the loss and the recipe, and where its checkpoints go.
+pub struct TrainJob<'a> {
+    /// The model (its heads).
+    pub model: &'a RacModel,
+    /// Variables outside the model that the optimiser also steps and the checkpoint keeps
+    /// (a fine-tuned image encoder's, named `base.encoder.*`); empty for a head on features.
+    pub extra_vars: &'a [(String, Var)],
+    /// The loss on the model's fused output.
+    pub loss: &'a LongTailLoss,
+    /// The optimiser's settings.
+    pub optim: &'a OptimConfig,
+    /// The schedule, epochs and batch size.
+    pub config: &'a TrainConfig,
+    /// A checkpoint is written here after every epoch, and a run finding one resumes after it.
+    pub checkpoint_dir: Option<&'a Path>,
+    /// Progress and the stop hook.
+    pub hooks: &'a TrainHooks,
+    /// What the progress bar calls the run (`training`, `fine-tuning`).
+    pub label: &'a str,
+}
+
+/// Evaluation handed to the loop: the balanced top-1 of the model on held-out data.
+pub type EvalFn<'a> = dyn FnMut(&RacModel) -> Result<f64> + 'a;
+
+/// The training loop, the one place where the optimiser steps and the epoch log is written:
+/// batches from `source`, the loss on the fused output, clipping, AdamW under the cosine
+/// warm-up schedule, `eval` every `train.eval_every` epochs, a checkpoint after each epoch.
+pub fn train_with(job: &TrainJob, source: &mut dyn BatchSource, mut eval: Option<&mut EvalFn>) -> Result<Vec<EpochLog>> {
+    let config = job.config;
+    let n = source.len();
+    if n == 0 {
         return Err(Error::InvalidInput("the training split is empty".into()));
     }
+    // Experiments are validated at load; this guards configs built in code.
     if config.batch_size == 0 || config.epochs == 0 {
         return Err(Error::InvalidInput("train.batch_size and train.epochs must be at least 1".into()));
     }
-    let device = train.device();
-    let n = train.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let schedule = CosineWarmup {
-        lr: optim_config.lr,
+        lr: job.optim.lr,
         warmup_lr: config.warmup_lr,
         min_lr: config.min_lr,
         warmup_steps: config.warmup_epochs * steps_per_epoch,
         total_steps: config.epochs * steps_per_epoch,
     };
-    let mut optim = AdamW::new(model.vars(), optim_config)?;
+    let mut named: Vec<(String, Var)> = job.extra_vars.to_vec();
+    named.extend(job.model.vars().iter().cloned());
+    let mut optim = AdamW::new(&named, job.optim)?;
     let mut log = Vec::new();
     let mut start_epoch = 0;
-    if let Some(dir) = checkpoint_dir {
-        if let Some(state) = load_checkpoint(&dir.join(CHECKPOINT), model, &mut optim)? {
-            start_epoch = state.epoch;
-            log = state.log;
-        }
+    if let Some(dir) = job.checkpoint_dir
+        && let Some(state) = load_checkpoint(&dir.join(CHECKPOINT), &named, &mut optim)?
+    {
+        start_epoch = state.epoch;
+        log = state.log;
     }
-    let labels_u32: Vec<u32> = train.labels.iter().map(|&l| l as u32).collect();
-    let vars: Vec<Var> = model.vars().iter().map(|(_, v)| v.clone()).collect();
-    let bar = progress_bar(hooks.progress, (config.epochs - start_epoch.min(config.epochs)) * steps_per_epoch);
+    let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
+    let bar = progress_bar(job.hooks.progress, (config.epochs - start_epoch.min(config.epochs)) * steps_per_epoch);
     for epoch in start_epoch..config.epochs {
         let started = Instant::now();
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        // A fresh RNG per epoch makes a resumed run shuffle exactly as an uninterrupted one.
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)));
         let (mut loss_sum, mut lr) = (0f64, 0f64);
-        for chunk in order.chunks(config.batch_size) {
-            let idx = Tensor::from_slice(chunk, chunk.len(), &device)?;
-            let batch = train.batch(&idx)?;
-            let targets = Tensor::from_vec(chunk.iter().map(|&i| labels_u32[i as usize]).collect::<Vec<u32>>(), chunk.len(), &device)?;
-            let out = model.forward(&batch)?;
-            let loss = loss_fn.forward(&out.fused, &targets)?;
-            let (step_lr, value) = optimise(&loss, &vars, &mut optim, &schedule, optim_config.clip_norm)?;
+        source.for_each_batch(epoch, &mut |batch, targets| {
+            let b = targets.dim(0)?;
+            let out = job.model.forward(&batch)?;
+            let loss = job.loss.forward(&out.fused, &targets)?;
+            let (step_lr, value) = optimise(&loss, &vars, &mut optim, &schedule, job.optim.clip_norm)?;
             lr = step_lr;
-            loss_sum += value * chunk.len() as f64;
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!("epoch {}/{}", epoch + 1, config.epochs));
+            loss_sum += value * b as f64;
+            if let Some(bar) = &bar {
+                bar.inc(1);
+                bar.set_message(format!("{}, epoch {}/{}", job.label, epoch + 1, config.epochs));
             }
-        }
+            Ok(())
+        })?;
         let secs = started.elapsed().as_secs_f64();
-        let test_top1 = match test {
-            Some(t) if config.eval_every > 0 && (epoch + 1) % config.eval_every == 0 => {
-                let out = predict(model, t, config.batch_size.max(256))?;
-                Some(evaluate(Branch::Fused, &out.fused, &t.labels, &class_counts(train, &out.fused)?)?.top1)
-            }
+        let test_top1 = match eval.as_mut() {
+            Some(f) if config.eval_every > 0 && (epoch + 1) % config.eval_every == 0 => Some(f(job.model)?),
             _ => None,
         };
         log.push(EpochLog { epoch: epoch + 1, loss: loss_sum / n as f64, lr, samples_per_s: n as f64 / secs.max(1e-9), test_top1 });
-        if let Some(dir) = checkpoint_dir {
-            save_checkpoint(&dir.join(CHECKPOINT), model, &optim, &CheckpointState { epoch: epoch + 1, step: optim.step_count(), log: log.clone() })?;
+        if let Some(dir) = job.checkpoint_dir {
+            save_checkpoint(
+                &dir.join(CHECKPOINT),
+                &named,
+                &optim,
+                &CheckpointState { epoch: epoch + 1, step: optim.step_count(), log: log.clone() },
+            )?;
         }
-        if hooks.stop_after_epoch == Some(epoch + 1) && epoch + 1 < config.epochs {
+        if job.hooks.stop_after_epoch == Some(epoch + 1) && epoch + 1 < config.epochs {
             return Err(Error::InvalidInput(format!("training stopped after epoch {} (hook)", epoch + 1)));
         }
     }
     if let Some(b) = bar {
-        crate::progress::finish(&b, "training", "batches");
+        crate::progress::finish(&b, job.label, "batches");
     }
     Ok(log)
 }
 
+/// Train `model` on cached inputs (no evaluation between epochs); returns the per-epoch
+/// log. With `checkpoint_dir`, a checkpoint is written after every epoch, and a run finding
+/// one there resumes after its epoch.
+pub fn train(
+    model: &RacModel,
+    loss: &LongTailLoss,
+    optim: &OptimConfig,
+    config: &TrainConfig,
+    inputs: &Inputs,
+    checkpoint_dir: Option<&Path>,
+    hooks: &TrainHooks,
+) -> Result<Vec<EpochLog>> {
+    let job = TrainJob { model, extra_vars: &[], loss, optim, config, checkpoint_dir, hooks, label: "training" };
+    train_with(&job, &mut CachedBatches::new(inputs, config.batch_size, config.seed), None)
+}
+
 /// One optimiser step on `loss`: backward, clipping of the global norm (when `clip_norm` >
 /// 0) over `vars`, AdamW at the schedule's learning rate. Returns that rate and the loss.
-pub(crate) fn optimise(loss: &Tensor, vars: &[Var], optim: &mut AdamW, schedule: &CosineWarmup, clip_norm: f64) -> Result<(f64, f64)> {
+fn optimise(loss: &Tensor, vars: &[Var], optim: &mut AdamW, schedule: &CosineWarmup, clip_norm: f64) -> Result<(f64, f64)> {
     let mut grads = loss.backward()?;
     if clip_norm > 0.0 {
         clip_grad_norm(&mut grads, vars, clip_norm)?;
@@ -268,16 +366,8 @@ pub(crate) fn optimise(loss: &Tensor, vars: &[Var], optim: &mut AdamW, schedule:
     Ok((lr, loss.to_dtype(DType::F64)?.to_scalar::<f64>()?))
 }
 
-fn class_counts(train: &Inputs, logits: &Tensor) -> Result<Vec<usize>> {
-    let mut counts = vec![0; logits.dim(1)?];
-    for &l in &train.labels {
-        counts[l] += 1;
-    }
-    Ok(counts)
-}
-
 /// The training bar (batches, rate, time left), when `show`.
-pub(crate) fn progress_bar(show: bool, total: usize) -> Option<indicatif::ProgressBar> {
+fn progress_bar(show: bool, total: usize) -> Option<indicatif::ProgressBar> {
     if !show {
         return None;
     }
@@ -306,13 +396,12 @@ pub fn predict(model: &RacModel, inputs: &Inputs, batch_size: usize) -> Result<O
     Ok(Outputs { base: cat(base)?, retrieval: cat(ret)?, fused: cat(fused)?.ok_or_else(|| Error::InvalidInput("no items to predict".into()))? })
 }
 
-fn save_checkpoint(path: &Path, model: &RacModel, optim: &AdamW, state: &CheckpointState) -> Result<()> {
+fn save_checkpoint(path: &Path, vars: &[(String, Var)], optim: &AdamW, state: &CheckpointState) -> Result<()> {
     let (mut tensors, _) = optim.state();
-    for (name, var) in model.vars() {
+    for (name, var) in vars {
         tensors.insert(format!("model.{name}"), var.as_tensor().clone());
     }
-    let metadata: HashMap<String, String> =
-        [("state".to_string(), serde_json::to_string(state).expect("state serialises"))].into_iter().collect();
+    let metadata: HashMap<String, String> = [("state".to_string(), serde_json::to_string(state).expect("state serialises"))].into_iter().collect();
     let mut sorted: Vec<(String, Tensor)> = tensors.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let bytes = safetensors::serialize(sorted, Some(metadata))
@@ -320,7 +409,7 @@ fn save_checkpoint(path: &Path, model: &RacModel, optim: &AdamW, state: &Checkpo
     fsio::write_atomic(path, &bytes)
 }
 
-fn load_checkpoint(path: &Path, model: &RacModel, optim: &mut AdamW) -> Result<Option<CheckpointState>> {
+fn load_checkpoint(path: &Path, vars: &[(String, Var)], optim: &mut AdamW) -> Result<Option<CheckpointState>> {
     if !path.is_file() {
         return Ok(None);
     }
@@ -333,9 +422,9 @@ fn load_checkpoint(path: &Path, model: &RacModel, optim: &mut AdamW) -> Result<O
         .and_then(|m| m.get("state"))
         .and_then(|s| serde_json::from_str(s).ok())
         .ok_or_else(|| bad("the checkpoint has no training state".into()))?;
-    let device = model.vars().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
+    let device = vars.first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
     let tensors = candle_core::safetensors::load_buffer(&bytes, &device)?;
-    for (name, var) in model.vars() {
+    for (name, var) in vars {
         let t = tensors.get(&format!("model.{name}")).ok_or_else(|| bad(format!("missing tensor model.{name}")))?;
         if t.dims() != var.dims() {
             return Err(bad(format!("tensor model.{name} has shape {:?}, the model {:?}", t.dims(), var.dims())));

@@ -184,13 +184,7 @@ fn encode(args: EncodeArgs, cache: &AssetCache) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
-            "{}: {} ({} px, fingerprint {}) in {total:.1} s",
-            ds.name(),
-            encoder.name(),
-            encoder.input_size(),
-            encoder.fingerprint()
-        );
+        println!("{}: {} ({} px, fingerprint {}) in {total:.1} s", ds.name(), encoder.name(), encoder.input_size(), encoder.fingerprint());
     }
     Ok(())
 }

@@ -84,7 +84,7 @@ pub enum IndexCmd {
     },
     /// Benchmark every backend on the same vectors: build time, size, recall@1/10/30
     /// against exact, single-query latency, batched queries/s.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Write the clustered synthetic set as `.npy` (base.npy, queries.npy) for the FAISS comparison.
     Synth {
         /// The output folder.
@@ -333,7 +333,7 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
                 }
             }
         }
-        IndexCmd::Bench(args) => bench_cmd(args, cache)?,
+        IndexCmd::Bench(args) => bench_cmd(*args, cache)?,
         IndexCmd::Synth { out, spec } => {
             let spec = spec.spec();
             let set = generate(&spec)?;
@@ -359,8 +359,8 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
                 _ => RetrievalIndex::build(&dir, &cfg, &[train_f.to_source("train")?])?,
             };
             let num_classes = train_f.labels.iter().chain(&test_f.labels).map(|&l| l as usize + 1).max().unwrap_or(0);
-            let mut counts = vec![0usize; num_classes];
-            train_f.labels.iter().for_each(|&l| counts[l as usize] += 1);
+            let train_labels: Vec<usize> = train_f.labels.iter().map(|&l| l as usize).collect();
+            let counts = rac_core::data::class_counts(&train_labels, num_classes);
             let set = QuerySet::Features { name: "test", vectors: &test_f.vectors, dim: test_f.dim };
             let k_max = k.max(50).min(idx.len());
             let neighbours = idx.neighbour_cache().neighbours(&set, k, k_max, false)?;

@@ -28,13 +28,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// The run environment these flags describe.
     pub fn env(&self) -> RunEnv {
-        RunEnv {
-            runs_dir: self.runs_dir.clone(),
-            overrides: self.paths.overrides(),
-            force: self.force,
-            progress: !self.json,
-            ..RunEnv::from_env()
-        }
+        RunEnv { runs_dir: self.runs_dir.clone(), overrides: self.paths.overrides(), force: self.force, progress: !self.json, ..RunEnv::from_env() }
     }
 }
 
@@ -111,11 +105,10 @@ pub fn demo(args: &RunArgs) -> Result<()> {
     let table = demo::stacked_metrics(&records)?;
     if args.json {
         // One object per (method, branch); `all` is the all-class top-1, as in Table 3.
-        let rows = table
-            .clone()
-            .lazy()
-            .select([col("method"), col("branch"), col("top1").alias("all"), col("many"), col("medium"), col("few"), col("top5")])
-            .collect()?;
+        let rows = rac_core::eval::select_as(
+            &table,
+            &[("method", "method"), ("branch", "branch"), ("top1", "all"), ("many", "many"), ("medium", "medium"), ("few", "few"), ("top5", "top5")],
+        )?;
         return print_table(&rows, true);
     }
     let headline = demo::table3(&table)?;

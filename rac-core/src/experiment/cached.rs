@@ -1,0 +1,101 @@
+//! The runner of a head on cached features (every experiment without `[base_encoder]`):
+//! the base branch reads E's cached features, the retrieval branch T's features of the
+//! neighbours' texts; the model trains in the shared loop with a checkpoint after every
+//! epoch, is evaluated on every branch, and its record is saved.
+
+use std::time::Instant;
+
+use super::config::Experiment;
+use super::prepared::{Prepared, RunEnv};
+use super::record::{Finished, RunRecord};
+use super::texts::retrieval_inputs;
+use crate::error::Result;
+use crate::eval::{Branch, evaluate};
+use crate::fsio;
+use crate::model::{LongTailLoss, RacModel, Scaler, Widths};
+use crate::train::{CachedBatches, Inputs, TrainHooks, TrainJob, predict, train_with};
+
+/// A model ready to train: its inputs over cached features and neighbour lists, and the loss.
+pub struct Assembled {
+    /// The seeded, untrained model.
+    pub model: RacModel,
+    /// The loss, with the training split's class counts.
+    pub loss: LongTailLoss,
+    /// Training inputs.
+    pub train: Inputs,
+    /// Evaluation inputs (test or validation).
+    pub eval: Inputs,
+    /// Training images per class.
+    pub counts: Vec<usize>,
+    /// The scaling fitted on the training split's frozen text features (`model.input_norm`).
+    pub retrieval_norm: Option<Scaler>,
+}
+
+/// Build the model and its inputs for `exp`: the base features, the neighbours' joined texts
+/// (encoded by a frozen T, cached, or tokenised for a trainable one), scaled as
+/// `model.input_norm` says.
+pub fn assemble(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<Assembled> {
+    let device = exp.train.device.resolve("train.device")?;
+    let counts = prep.train_counts();
+    let mode = exp.model.mode;
+    let (mut train_in, mut eval_in) = (
+        Inputs { base: None, retrieval: None, labels: prep.train.labels.clone() },
+        Inputs { base: None, retrieval: None, labels: prep.eval.labels.clone() },
+    );
+    let (mut text, mut text_dim, mut retrieval_norm) = (None, 0, None);
+    if mode.has_retrieval() {
+        let r = retrieval_inputs(exp, prep, env)?;
+        (train_in.retrieval, eval_in.retrieval) = (Some(r.train), Some(r.eval));
+        (text, text_dim, retrieval_norm) = (r.trainable, r.text_dim, r.norm);
+    }
+    if mode.has_base() {
+        let (tr, mut ev) = exp.model.input_norm.apply(&prep.train.vectors, &[&prep.eval.vectors])?;
+        (train_in.base, eval_in.base) = (Some(tr), ev.pop());
+    }
+    let (train_in, eval_in) = (train_in.to_device(&device)?, eval_in.to_device(&device)?);
+    let widths = Widths { base_dim: prep.train.dim(), text_dim, num_classes: prep.dataset.num_classes() };
+    let model = RacModel::new(&exp.model, widths, text, exp.train.seed, &device)?;
+    let loss = LongTailLoss::new(&exp.loss, &counts, &device)?;
+    Ok(Assembled { model, loss, train: train_in, eval: eval_in, counts, retrieval_norm })
+}
+
+/// Train a head on cached inputs, evaluate it and save the record. A checkpoint is kept in
+/// the runs folder after every epoch, so a killed run resumes; it goes once the record is saved.
+pub fn run_cached(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RunRecord> {
+    let started = Instant::now();
+    let Assembled { model, loss, train: train_in, eval: eval_in, counts, .. } = assemble(exp, prep, env)?;
+    let checkpoint_dir = env.checkpoint_dir(exp);
+    fsio::create_dir_all(&checkpoint_dir)?;
+    let hooks = TrainHooks { progress: env.progress, ..env.hooks.clone() };
+    let job = TrainJob {
+        model: &model,
+        extra_vars: &[],
+        loss: &loss,
+        optim: &exp.optim,
+        config: &exp.train,
+        checkpoint_dir: Some(&checkpoint_dir),
+        hooks: &hooks,
+        label: "training",
+    };
+    let eval_batch = exp.train.eval_batch_size;
+    let mut eval_fused = |m: &RacModel| -> Result<f64> {
+        let out = predict(m, &eval_in, eval_batch)?;
+        Ok(evaluate(Branch::Fused, &out.fused, &eval_in.labels, &counts)?.top1)
+    };
+    let mut source = CachedBatches::new(&train_in, exp.train.batch_size, exp.train.seed);
+    let log = train_with(&job, &mut source, Some(&mut eval_fused))?;
+    let out = predict(&model, &eval_in, eval_batch)?;
+    let finished = Finished {
+        exp,
+        eval_split: prep.eval_split.name(),
+        class_texts: &prep.dataset.class_texts,
+        started,
+        out: &out,
+        labels: &eval_in.labels,
+        counts: &counts,
+        log: &log,
+    };
+    let rec = finished.save(&env.runs_dir)?;
+    let _ = std::fs::remove_dir_all(&checkpoint_dir);
+    Ok(rec)
+}
