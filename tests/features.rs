@@ -55,7 +55,7 @@ fn a_second_call_is_a_cache_hit_with_the_same_features() {
 
     let mut rec = Recorder::default();
     let (first, outcome) = store.get_or_encode(&ds, SplitKind::Train, enc.as_ref(), &opts, &mut rec).unwrap();
-    assert_eq!(outcome, CacheOutcome::Encoded);
+    assert_eq!(outcome, CacheOutcome::Computed);
     assert_eq!((rec.total, rec.last), (20, 20));
     assert_eq!(first.vectors.dims(), [20, 1280]);
     assert_eq!(first.labels, ds.train.labels);
@@ -114,7 +114,7 @@ fn a_damaged_entry_is_re_encoded_with_a_warning() {
     assert!(matches!(store.lookup(&key).unwrap(), Lookup::Corrupt(r) if r.contains("truncated")));
     let mut rec = Recorder::default();
     let (again, outcome) = store.get_or_encode(&ds, SplitKind::Test, enc.as_ref(), &opts, &mut rec).unwrap();
-    assert!(matches!(&outcome, CacheOutcome::ReEncoded { reason } if reason.contains("bytes")), "{outcome:?}");
+    assert!(matches!(&outcome, CacheOutcome::Recomputed { reason } if reason.contains("bytes")), "{outcome:?}");
     assert_eq!(rec.warnings.len(), 1);
     assert!(rec.warnings[0].contains("damaged") && rec.warnings[0].contains("features.safetensors"), "{:?}", rec.warnings);
     assert_eq!(rows(&again.vectors), rows(&good.vectors));
@@ -126,7 +126,7 @@ fn a_damaged_entry_is_re_encoded_with_a_warning() {
     flipped[at] ^= 0x40;
     std::fs::write(&file, &flipped).unwrap();
     let (_, outcome) = store.get_or_encode(&ds, SplitKind::Test, enc.as_ref(), &opts, &mut ()).unwrap();
-    assert!(matches!(&outcome, CacheOutcome::ReEncoded { reason } if reason.contains("sha256")), "{outcome:?}");
+    assert!(matches!(&outcome, CacheOutcome::Recomputed { reason } if reason.contains("sha256")), "{outcome:?}");
 
     // ids.txt edited, meta.json gone: both are caught too.
     let ids = store.entry_dir(&key).join("ids.txt");
@@ -135,7 +135,7 @@ fn a_damaged_entry_is_re_encoded_with_a_warning() {
     std::fs::remove_file(store.entry_dir(&key).join("meta.json")).unwrap();
     assert!(matches!(store.lookup(&key).unwrap(), Lookup::Corrupt(r) if r.contains("meta.json")));
     let (_, outcome) = store.get_or_encode(&ds, SplitKind::Test, enc.as_ref(), &opts, &mut ()).unwrap();
-    assert!(matches!(outcome, CacheOutcome::ReEncoded { .. }));
+    assert!(matches!(outcome, CacheOutcome::Recomputed { .. }));
     assert!(matches!(store.lookup(&key).unwrap(), Lookup::Hit(_)));
 }
 
@@ -153,7 +153,7 @@ fn an_interrupted_write_leaves_nothing_a_later_call_trusts() {
     std::fs::write(tmp.join("features.safetensors"), b"half").unwrap();
     assert!(matches!(store.lookup(&key).unwrap(), Lookup::Absent));
     let (_, outcome) = store.get_or_encode(&ds, SplitKind::Test, enc.as_ref(), &EncodeOptions::default(), &mut ()).unwrap();
-    assert_eq!(outcome, CacheOutcome::Encoded);
+    assert_eq!(outcome, CacheOutcome::Computed);
     // The writer's own temporary folder is gone after the rename.
     let leftovers: Vec<_> = std::fs::read_dir(store.root())
         .unwrap()

@@ -95,10 +95,16 @@ fn augmentation_is_seeded_and_reduces_to_the_eval_transform_when_off() {
 #[test]
 fn bad_augmentation_and_fine_tuning_settings_name_the_field() {
     let msg = Augment::new(AugmentConfig { magnitude: 11.0, ..AugmentConfig::default() }, Preprocess::default()).unwrap_err().to_string();
-    assert!(msg.contains("base_encoder.augment.magnitude"), "{msg}");
+    assert!(msg.contains("field `augment.magnitude`"), "{msg}");
     let msg = Augment::new(AugmentConfig { scale: [1.2, 0.8], ..AugmentConfig::default() }, Preprocess::default()).unwrap_err().to_string();
-    assert!(msg.contains("base_encoder.augment.scale"), "{msg}");
+    assert!(msg.contains("field `augment.scale`"), "{msg}");
     let parse = |extra: &str| Experiment::parse(Path::new("ft.toml"), &format!("name = \"ft\"\n{extra}")).unwrap_err().to_string();
+    // Loaded from a file, the field is named once, in full, after the file.
+    let msg = parse("[base_encoder]\nimage = \"vit:some/folder\"\n[base_encoder.augment]\nmagnitude = 11\n");
+    assert!(msg.starts_with("ft.toml: field `base_encoder.augment.magnitude`: must be in [0, 10]"), "{msg}");
+    assert_eq!(msg.matches("field").count(), 1, "{msg}");
+    let msg = parse("[index.arroy]\nn_trees = 0\n");
+    assert_eq!(msg, "ft.toml: field `index.arroy.n_trees`: must be at least 1");
     let msg = parse("[base_encoder]\nimage = \"vit:some/folder\"\n[base_encoder.augment]\nmagnitud = 2\n");
     assert!(msg.contains("unknown field `magnitud`"), "{msg}");
     let msg = parse("[base_encoder]\nimage = \"efficientnet-lite0\"\n");

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use rac_core::Error;
 use rac_core::index::bench::recall_at;
 use rac_core::index::synthetic::{SyntheticSet, SyntheticSpec, generate};
-use rac_core::index::{Backend, CacheOutcome, Failpoint, FeatureFile, IndexConfig, ItemId, Metric, QueryOptions, QuerySet, RetrievalIndex, Source};
+use rac_core::index::{
+    Backend, CacheOutcome, CacheQuery, Failpoint, FeatureFile, IndexConfig, ItemId, Metric, QueryOptions, QuerySet, RetrievalIndex, Source,
+};
 use rac_tests::rac_bin;
 
 fn small_set(n_base: usize, n_queries: usize, dim: usize, seed: u64) -> SyntheticSet {
@@ -196,15 +198,15 @@ fn neighbour_cache_equals_fresh_search_for_every_k_and_is_invalidated_by_source_
         let mut index = RetrievalIndex::build(dir.path(), &config(backend, Metric::Cosine), &[source("train", &set.base, dim, 0)]).unwrap();
         let test = QuerySet::Features { name: "test", vectors: &set.queries, dim };
         let train = QuerySet::Source("train");
-        let (_, o1) = index.neighbour_cache().lists(&test, k_max, k_max, false).unwrap();
-        let (_, o2) = index.neighbour_cache().lists(&train, 3, k_max, true).unwrap();
+        let (_, o1) = index.neighbour_cache().lists(&test, CacheQuery::new(k_max, k_max, false).unwrap()).unwrap();
+        let (_, o2) = index.neighbour_cache().lists(&train, CacheQuery::new(3, k_max, true).unwrap()).unwrap();
         assert_eq!((o1, o2), (CacheOutcome::Computed, CacheOutcome::Computed));
         let ids: Vec<ItemId> = index.source_ids("train").unwrap().collect();
         for k in 1..=k_max {
-            let (cached, outcome) = index.neighbour_cache().lists(&test, k, k_max, false).unwrap();
+            let (cached, outcome) = index.neighbour_cache().lists(&test, CacheQuery::new(k, k_max, false).unwrap()).unwrap();
             assert_eq!(outcome, CacheOutcome::Hit, "{backend} k={k}");
             assert_eq!(cached.hits(), index.search_hits(&set.queries, dim, k, false, None).unwrap(), "{backend} test k={k}");
-            let (cached, outcome) = index.neighbour_cache().lists(&train, k, k_max, true).unwrap();
+            let (cached, outcome) = index.neighbour_cache().lists(&train, CacheQuery::new(k, k_max, true).unwrap()).unwrap();
             assert_eq!(outcome, CacheOutcome::Hit);
             assert_eq!(cached.hits(), index.item_hits(&ids, k, true).unwrap(), "{backend} train k={k}");
         }
@@ -212,28 +214,32 @@ fn neighbour_cache_equals_fresh_search_for_every_k_and_is_invalidated_by_source_
         drop(index);
         let mut index = RetrievalIndex::open(dir.path()).unwrap();
         assert_eq!(index.neighbour_cache().entries().unwrap().len(), 2);
-        assert!(index.neighbour_cache().get(&test, 5, false).unwrap().is_some());
+        assert!(index.neighbour_cache().get(&test, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_some());
         // Other queries under the same name are not served from the cache.
         let other = &set.queries[dim..];
         let renamed = QuerySet::Features { name: "test", vectors: other, dim };
-        assert!(index.neighbour_cache().get(&renamed, 5, false).unwrap().is_none());
+        assert!(index.neighbour_cache().get(&renamed, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_none());
         // drop_self asked differently is not served either.
-        assert!(index.neighbour_cache().get(&train, 5, false).unwrap().is_none());
+        assert!(index.neighbour_cache().get(&train, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_none());
         // Adding a source invalidates every entry, and the next lists see the new items.
         let near: Vec<f32> = set.queries.iter().map(|x| x * 1.0001).collect();
         index.add_source(&source("extra", &near, dim, 50)).unwrap();
         assert!(index.neighbour_cache().entries().unwrap().is_empty());
-        assert!(index.neighbour_cache().get(&test, 5, false).unwrap().is_none());
-        let (lists, outcome) = index.neighbour_cache().lists(&test, 5, k_max, false).unwrap();
+        assert!(index.neighbour_cache().get(&test, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_none());
+        let (lists, outcome) = index.neighbour_cache().lists(&test, CacheQuery::new(5, k_max, false).unwrap()).unwrap();
         assert_eq!(outcome, CacheOutcome::Computed);
         let extra = index.source_ids("extra").unwrap();
         assert!(extra.contains(&lists.row(0).0[0]), "{backend}: the new source's items are found");
         // Removing it invalidates again.
         index.remove_source("extra").unwrap();
-        assert!(index.neighbour_cache().get(&test, 5, false).unwrap().is_none());
+        assert!(index.neighbour_cache().get(&test, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_none());
         // k outside 1..=k_max is refused.
-        assert!(matches!(index.neighbour_cache().lists(&test, 0, k_max, false), Err(Error::IndexK { .. })));
-        assert!(matches!(index.neighbour_cache().lists(&test, k_max + 1, k_max, false), Err(Error::IndexK { .. })));
+        assert!(matches!(CacheQuery::new(0, k_max, false), Err(Error::Setting { .. })));
+        assert!(matches!(CacheQuery::new(k_max + 1, k_max, false), Err(Error::Setting { .. })));
+        // A cache deeper than the index is an error that names k_max, not the cache folder.
+        let n = index.len();
+        let msg = index.neighbour_cache().lists(&train, CacheQuery::new(1, n, true).unwrap()).unwrap_err().to_string();
+        assert_eq!(msg, format!("field `k_max`: {n} neighbours plus the query itself are more than the index's {n} items"));
     }
 }
 

@@ -5,7 +5,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rac_core::index::synthetic::{SyntheticSpec, generate};
-use rac_core::index::{Backend, IndexConfig, QuerySet, RetrievalIndex, Source};
+use rac_core::index::{Backend, CacheQuery, IndexConfig, QuerySet, RetrievalIndex, Source};
 
 fn index_search(c: &mut Criterion) {
     let spec = SyntheticSpec { n_base: 20_000, n_queries: 200, dim: 256, clusters: 200, ..SyntheticSpec::default() };
@@ -24,8 +24,9 @@ fn index_search(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut index = RetrievalIndex::build(dir.path(), &IndexConfig::with_backend(Backend::Hnsw), &[source]).expect("build");
     let test = QuerySet::Features { name: "test", vectors: &set.queries, dim: spec.dim };
-    index.neighbour_cache().lists(&test, 30, 50, false).expect("fill the cache");
-    c.bench_function("neighbour_cache_read_200x30", |b| b.iter(|| index.neighbour_cache().lists(&test, 30, 50, false).expect("read")));
+    let query = CacheQuery::new(30, 50, false).expect("30 of 50");
+    index.neighbour_cache().lists(&test, query).expect("fill the cache");
+    c.bench_function("neighbour_cache_read_200x30", |b| b.iter(|| index.neighbour_cache().lists(&test, query).expect("read")));
 }
 
 criterion_group!(benches, index_search);

@@ -89,6 +89,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A setting whose value is invalid, found by its section's own check; the loader of the
+    /// file puts the section's name and the file in front ([`Error::in_section`]).
+    #[error("field `{field}`: {message}")]
+    Setting {
+        /// The field's dotted name within its section.
+        field: String,
+        /// What is wrong with the value.
+        message: String,
+    },
+
     /// A spec string (an encoder's name) that is none of the known ones.
     #[error("unknown {what} `{spec}`; known: {known}")]
     UnknownSpec {
@@ -293,6 +303,15 @@ impl Error {
             Error::MissingFile { what: what.to_string(), path: path.to_path_buf(), hint: None }
         } else {
             Error::Io { op, path: path.to_path_buf(), source }
+        }
+    }
+
+    /// A section's [`Error::Setting`] as the field of the file `path` it was loaded from,
+    /// named once in full (`index.arroy.n_trees`); any other error names the section.
+    pub fn in_section(self, path: &Path, section: &str) -> Self {
+        match self {
+            Error::Setting { field, message } => Error::InvalidField { path: path.into(), field: format!("{section}.{field}"), message },
+            other => Error::InvalidField { path: path.into(), field: section.into(), message: other.to_string() },
         }
     }
 

@@ -78,3 +78,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Error::Io { op: "writing", path: path.to_path_buf(), source: e }
     })
 }
+
+/// How an on-disk cache (the feature store, the neighbour cache) answered a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheOutcome {
+    /// Read back from a valid entry.
+    Hit,
+    /// Computed (encoded, searched) and stored, as there was no entry.
+    Computed,
+    /// Computed again and stored, as the entry was damaged.
+    Recomputed {
+        /// What was wrong with the entry.
+        reason: String,
+    },
+}

@@ -9,7 +9,7 @@ use rac_core::data::Dataset;
 use rac_core::eval::{rows_with, vstack_all};
 use rac_core::experiment::Prepared;
 use rac_core::index::bench::BenchRow;
-use rac_core::index::{IndexConfig, Neighbours, QueryOptions, QuerySet, RetrievalIndex, Source, retrieval_only_table};
+use rac_core::index::{CacheQuery, IndexConfig, Neighbours, QueryOptions, QuerySet, RetrievalIndex, Source, retrieval_only_table};
 use rac_core::{Error, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -59,7 +59,7 @@ pub fn knn_table(prep: &mut Prepared, k: usize) -> Result<DataFrame> {
     let name = format!("{}-{}", prep.eval_split.name(), prep.eval.meta.key.hash());
     let k_max = k.max(50).min(prep.index.len());
     let set = QuerySet::Features { name: &name, vectors: &v, dim: prep.eval.dim() };
-    let nb = prep.index.neighbour_cache().neighbours(&set, k, k_max, false)?;
+    let nb = prep.index.neighbour_cache().neighbours(&set, CacheQuery::new(k, k_max, false)?)?;
     let labels: Vec<u32> = prep.eval.labels.iter().map(|&l| l as u32).collect();
     retrieval_only_table(&nb, &labels, &counts, k, prep.index.config().metric)
 }

@@ -98,7 +98,7 @@ impl AugmentConfig {
 
     /// Check the ranges; an error names the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, message: String| Err(Error::InvalidInput(format!("base_encoder.augment.{field}: {message}")));
+        let bad = |field: &str, message: String| Err(Error::Setting { field: format!("augment.{field}"), message });
         if !(0.0..=10.0).contains(&self.magnitude) {
             return bad("magnitude", format!("must be in [0, 10] (timm's scale), got {}", self.magnitude));
         }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::encoders::{ImageEncoderSpec, TextEncoderSpec};
 use crate::error::{Error, Result};
 use crate::fsio;
-use crate::index::IndexConfig;
+use crate::index::{CacheQuery, IndexConfig};
 use crate::model::{LossConfig, Mode, ModelConfig};
 use crate::train::{FinetuneConfig, OptimConfig, TrainConfig};
 
@@ -173,6 +173,13 @@ impl Experiment {
         }
     }
 
+    /// The retrieval branch's neighbour-cache request (`retrieval.k`, `k_max`, `drop_self`),
+    /// checked at load.
+    pub fn cache_query(&self) -> Result<CacheQuery> {
+        let r = &self.retrieval;
+        CacheQuery::new(r.k, r.k_max, r.drop_self)
+    }
+
     /// The frozen image encoder E (`encoder.image`), checked at load.
     pub fn image_encoder(&self) -> Result<ImageEncoderSpec> {
         ImageEncoderSpec::parse(&self.encoder.image)
@@ -217,12 +224,7 @@ impl Experiment {
     pub fn validate(&self, path: &Path) -> Result<()> {
         let field = |f: &str, m: String| Err(Error::InvalidField { path: path.into(), field: f.into(), message: m });
         let r = &self.retrieval;
-        if r.k == 0 {
-            return field("retrieval.k", "must be at least 1".into());
-        }
-        if r.k > r.k_max {
-            return field("retrieval.k", format!("{} is larger than retrieval.k_max ({}), the depth of the neighbour cache", r.k, r.k_max));
-        }
+        self.cache_query().map_err(|e| e.in_section(path, "retrieval"))?;
         if r.max_tokens == 0 {
             return field("retrieval.max_tokens", "must be at least 1".into());
         }
@@ -247,9 +249,9 @@ impl Experiment {
         if let Err(e) = self.text_encoder() {
             return field("retrieval.text_encoder", e.to_string());
         }
-        self.index.validate().map_err(|e| Error::InvalidField { path: path.into(), field: "index".into(), message: e.to_string() })?;
+        self.index.validate().map_err(|e| e.in_section(path, "index"))?;
         if let Some(b) = &self.base_encoder {
-            b.validate().map_err(|e| Error::InvalidField { path: path.into(), field: "base_encoder".into(), message: e.to_string() })?;
+            b.validate().map_err(|e| e.in_section(path, "base_encoder"))?;
             if !self.model.mode.has_base() {
                 return field("base_encoder", "fine-tunes the base branch, but model.mode has none (use `rac` or `base`)".into());
             }

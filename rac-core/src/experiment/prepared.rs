@@ -15,7 +15,7 @@ use crate::data::{DataOverrides, Dataset, SplitKind, class_counts};
 use crate::error::Result;
 use crate::features::{BarProgress, EncodeOptions, FeatureStore, Features};
 use crate::fsio;
-use crate::index::{Neighbours, QuerySet, RetrievalIndex, Source};
+use crate::index::{CacheQuery, Neighbours, QuerySet, RetrievalIndex, Source};
 use crate::train::TrainHooks;
 
 /// Where a run reads its caches and writes its record.
@@ -195,13 +195,13 @@ impl Prepared {
     }
 
     /// The neighbours of every training item (without itself) and every evaluation item.
-    pub fn neighbours(&mut self, k: usize, k_max: usize, drop_self: bool) -> Result<(Vec<Neighbours>, Vec<Neighbours>)> {
+    pub fn neighbours(&mut self, query: CacheQuery) -> Result<(Vec<Neighbours>, Vec<Neighbours>)> {
         let eval_vecs: Vec<f32> = self.eval.vectors.flatten_all()?.to_vec1()?;
         let dim = self.eval.dim();
         let name = format!("{}-{}", self.eval_split, self.eval.meta.key.hash());
         let mut cache = self.index.neighbour_cache();
-        let train = cache.neighbours(&QuerySet::Source("train"), k, k_max, drop_self)?;
-        let eval = cache.neighbours(&QuerySet::Features { name: &name, vectors: &eval_vecs, dim }, k, k_max, false)?;
+        let train = cache.neighbours(&QuerySet::Source("train"), query)?;
+        let eval = cache.neighbours(&QuerySet::Features { name: &name, vectors: &eval_vecs, dim }, query.keeping_self())?;
         Ok((train, eval))
     }
 }

@@ -9,6 +9,7 @@ pub mod knn;
 pub mod progress;
 pub mod store;
 
+pub use crate::fsio::CacheOutcome;
 pub use knn::{KnnReport, nearest_neighbours, one_nn_accuracy};
 pub use progress::BarProgress;
-pub use store::{CacheOutcome, EncodeOptions, EncodeProgress, FeatureKey, FeatureMeta, FeatureStore, Features, Lookup, encode_split, features_of};
+pub use store::{EncodeOptions, EncodeProgress, FeatureKey, FeatureMeta, FeatureStore, Features, Lookup, encode_split, features_of};

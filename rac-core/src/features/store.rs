@@ -29,7 +29,7 @@ use crate::data::{Dataset, Preprocess, Split, SplitKind};
 use crate::encoders::ImageEncoder;
 use crate::encoders::pixels::images_to_pixels;
 use crate::error::{Error, Result};
-use crate::fsio;
+use crate::fsio::{self, CacheOutcome};
 
 /// The version of the entry layout; entries of another version are re-encoded.
 pub const FORMAT_VERSION: u32 = 1;
@@ -137,20 +137,6 @@ impl Features {
     pub fn dim(&self) -> usize {
         self.meta.dim
     }
-}
-
-/// How [`FeatureStore::get_or_encode`] got its features.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CacheOutcome {
-    /// Read from a valid entry.
-    Hit,
-    /// Encoded, as there was no entry.
-    Encoded,
-    /// Encoded again, as the entry was damaged.
-    ReEncoded {
-        /// What was wrong with the entry.
-        reason: String,
-    },
 }
 
 /// What looking an entry up found.
@@ -292,11 +278,11 @@ impl FeatureStore {
         let key = FeatureKey::new(encoder, ds, split);
         let outcome = match self.lookup(&key)? {
             Lookup::Hit(f) if f.labels == data.labels => return Ok((*f, CacheOutcome::Hit)),
-            Lookup::Hit(_) => CacheOutcome::ReEncoded { reason: "its labels differ from the data set's".into() },
-            Lookup::Absent => CacheOutcome::Encoded,
-            Lookup::Corrupt(reason) => CacheOutcome::ReEncoded { reason },
+            Lookup::Hit(_) => CacheOutcome::Recomputed { reason: "its labels differ from the data set's".into() },
+            Lookup::Absent => CacheOutcome::Computed,
+            Lookup::Corrupt(reason) => CacheOutcome::Recomputed { reason },
         };
-        if let CacheOutcome::ReEncoded { reason } = &outcome {
+        if let CacheOutcome::Recomputed { reason } = &outcome {
             progress.warn(&format!("feature store entry {} is damaged ({reason}); encoding it again", self.entry_dir(&key).display()));
         }
         let what = format!("{} {} with {}", ds.name(), split.name(), encoder.name());

@@ -172,7 +172,7 @@ impl IndexConfig {
 
     /// Check every value; errors name the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, message: String| Err(Error::InvalidInput(format!("index config: field `{field}`: {message}")));
+        let bad = |field: &str, message: String| Err(Error::Setting { field: field.into(), message });
         if self.arroy.n_trees == 0 {
             return bad("arroy.n_trees", "must be at least 1".into());
         }

@@ -40,10 +40,11 @@ mod backend;
 mod exact;
 mod store;
 
+pub use crate::fsio::CacheOutcome;
 pub use config::{ArroyParams, Backend, HNSW_M, HnswParams, IndexConfig, Metric};
 pub use exact::ExactMatrix;
 pub use features::FeatureFile;
 pub use knn_eval::{VoteRule, retrieval_only_table};
-pub use neighbours::{CacheEntry, CacheOutcome, NeighbourCache, NeighbourLists, QuerySet};
+pub use neighbours::{CacheEntry, CacheQuery, NeighbourCache, NeighbourLists, QuerySet};
 pub use retrieval::{IndexStats, ItemId, Neighbours, QueryOptions, RetrievalIndex, Source, SourceStats};
 pub use store::{FORMAT_VERSION, Failpoint, ItemRecord, SourceRecord};

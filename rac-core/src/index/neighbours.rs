@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::retrieval::{ItemId, Neighbours, RetrievalIndex};
 use super::store::StoreResult;
 use crate::error::{Error, Result};
+use crate::fsio::CacheOutcome;
 
 /// The queries of a neighbour list.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +42,52 @@ impl QuerySet<'_> {
             QuerySet::Source(name) => format!("source:{name}"),
             QuerySet::Features { name, .. } => format!("features:{name}"),
         }
+    }
+}
+
+/// What a neighbour-cache request asks for: the first `k` neighbours of lists searched
+/// `k_max` deep (one stored entry serves every k up to it), with the query itself dropped or
+/// kept. `1 <= k <= k_max` holds by construction, so it is checked once, here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheQuery {
+    k: usize,
+    k_max: usize,
+    drop_self: bool,
+}
+
+impl CacheQuery {
+    /// `k` of `k_max` neighbours; an error naming `retrieval.k` unless `1 <= k <= k_max`.
+    pub fn new(k: usize, k_max: usize, drop_self: bool) -> Result<Self> {
+        if k == 0 {
+            return Err(Error::Setting { field: "k".into(), message: "must be at least 1".into() });
+        }
+        if k > k_max {
+            return Err(Error::Setting {
+                field: "k".into(),
+                message: format!("{k} is larger than k_max ({k_max}), the depth of the neighbour cache"),
+            });
+        }
+        Ok(CacheQuery { k, k_max, drop_self })
+    }
+
+    /// Neighbours returned per query.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The depth of the stored lists.
+    pub fn k_max(&self) -> usize {
+        self.k_max
+    }
+
+    /// Whether a query that is an item of the index drops itself.
+    pub fn drop_self(&self) -> bool {
+        self.drop_self
+    }
+
+    /// The same with the query kept (evaluation items, which are not in the index).
+    pub fn keeping_self(self) -> Self {
+        CacheQuery { drop_self: false, ..self }
     }
 }
 
@@ -133,15 +180,6 @@ pub struct CacheEntry {
     pub fresh: bool,
 }
 
-/// Whether [`NeighbourCache::lists`] read its answer or searched for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheOutcome {
-    /// Read back from a stored entry.
-    Hit,
-    /// Searched, then stored.
-    Computed,
-}
-
 /// The neighbour cache of an index; see the module documentation.
 pub struct NeighbourCache<'a> {
     index: &'a mut RetrievalIndex,
@@ -202,26 +240,28 @@ impl NeighbourCache<'_> {
         Ok(store.dbs.neighbours.get(&rtxn, key).at(&store.path, "reading the neighbour cache")?.and_then(decode))
     }
 
-    /// The first `k` neighbours of every query of `set`, read from a fresh stored entry when
-    /// there is one with at least `k` neighbours; `None` otherwise.
-    pub fn get(&self, set: &QuerySet<'_>, k: usize, drop_self: bool) -> Result<Option<NeighbourLists>> {
+    /// The first `k` neighbours of every query of `set`, read from a fresh stored entry of
+    /// the query's depth and `drop_self`; `None` otherwise.
+    pub fn get(&self, set: &QuerySet<'_>, query: CacheQuery) -> Result<Option<NeighbourLists>> {
         let Some((header, lists)) = self.stored(&set.key())? else { return Ok(None) };
-        let want = self.header(set, header.k_max, drop_self, header.n)?;
-        if header == want && k <= header.k_max && k > 0 { Ok(Some(lists.truncated(k))) } else { Ok(None) }
+        let want = self.header(set, header.k_max, query.drop_self, header.n)?;
+        if header == want && query.k <= header.k_max { Ok(Some(lists.truncated(query.k))) } else { Ok(None) }
     }
 
     /// The first `k` neighbours of every query of `set`: read back when a fresh entry holds
-    /// them, otherwise searched with `k_max` neighbours, stored, and truncated to `k`.
-    pub fn lists(&mut self, set: &QuerySet<'_>, k: usize, k_max: usize, drop_self: bool) -> Result<(NeighbourLists, CacheOutcome)> {
-        if k == 0 || k > k_max {
-            return Err(Error::IndexK {
-                path: self.index.path().to_path_buf(),
-                k,
-                reason: format!("the neighbour cache serves 1 <= k <= k_max = {k_max}"),
-            });
-        }
-        if let Some(lists) = self.get(set, k, drop_self)? {
+    /// them, otherwise searched `k_max` deep, stored, and truncated to `k`. A `k_max` beyond
+    /// the index's items is an error naming `k_max`.
+    pub fn lists(&mut self, set: &QuerySet<'_>, query: CacheQuery) -> Result<(NeighbourLists, CacheOutcome)> {
+        if let Some(lists) = self.get(set, query)? {
             return Ok((lists, CacheOutcome::Hit));
+        }
+        let (k_max, drop_self) = (query.k_max, query.drop_self);
+        let n = self.index.len();
+        if k_max + usize::from(drop_self) > n {
+            return Err(Error::Setting {
+                field: "k_max".into(),
+                message: format!("{k_max} neighbours{} are more than the index's {n} items", if drop_self { " plus the query itself" } else { "" }),
+            });
         }
         let hits = match set {
             QuerySet::Source(name) => {
@@ -238,12 +278,12 @@ impl NeighbourCache<'_> {
         self.index
             .store
             .write("storing neighbour lists", |wtxn, dbs, _meta| dbs.neighbours.put(wtxn, &key, &bytes).at(&path, "storing neighbour lists"))?;
-        Ok((lists.truncated(k), CacheOutcome::Computed))
+        Ok((lists.truncated(query.k), CacheOutcome::Computed))
     }
 
     /// The neighbour lists of `set` with labels and texts attached (see [`Self::lists`]).
-    pub fn neighbours(&mut self, set: &QuerySet<'_>, k: usize, k_max: usize, drop_self: bool) -> Result<Vec<Neighbours>> {
-        let (lists, _) = self.lists(set, k, k_max, drop_self)?;
+    pub fn neighbours(&mut self, set: &QuerySet<'_>, query: CacheQuery) -> Result<Vec<Neighbours>> {
+        let (lists, _) = self.lists(set, query)?;
         self.index.resolve(lists.hits())
     }
 

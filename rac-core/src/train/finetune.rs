@@ -99,7 +99,7 @@ impl FinetuneConfig {
         self.folder()?;
         for (field, v) in [("workers", self.workers), ("prefetch", self.prefetch), ("eval_batch", self.eval_batch)] {
             if v == 0 {
-                return Err(Error::InvalidInput(format!("base_encoder.{field}: must be at least 1")));
+                return Err(Error::Setting { field: field.into(), message: "must be at least 1".into() });
             }
         }
         self.augment.validate()
@@ -126,10 +126,10 @@ impl FinetuneConfig {
     pub fn folder(&self) -> Result<PathBuf> {
         match self.image.split_once(':') {
             Some(("vit", dir)) if !dir.is_empty() => Ok(PathBuf::from(dir)),
-            _ => Err(Error::InvalidInput(format!(
-                "base_encoder.image: `{}` is not a fine-tunable encoder; use `vit:<folder>` (a Hugging Face ViT folder)",
-                self.image
-            ))),
+            _ => Err(Error::Setting {
+                field: "image".into(),
+                message: format!("`{}` is not a fine-tunable encoder; use `vit:<folder>` (a Hugging Face ViT folder)", self.image),
+            }),
         }
     }
 }

@@ -133,8 +133,8 @@ pub fn features(
     let seconds = start.elapsed().as_secs_f64();
     let (outcome, ips) = match outcome {
         CacheOutcome::Hit => ("cache hit", None),
-        CacheOutcome::Encoded => ("encoded", Some(f.len() as f64 / f.meta.encode_seconds.max(1e-9))),
-        CacheOutcome::ReEncoded { .. } => ("re-encoded", Some(f.len() as f64 / f.meta.encode_seconds.max(1e-9))),
+        CacheOutcome::Computed => ("encoded", Some(f.len() as f64 / f.meta.encode_seconds.max(1e-9))),
+        CacheOutcome::Recomputed { .. } => ("re-encoded", Some(f.len() as f64 / f.meta.encode_seconds.max(1e-9))),
     };
     let report = SplitReport {
         split: split.name(),

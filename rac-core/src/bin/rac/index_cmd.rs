@@ -13,7 +13,9 @@ use rac_core::data::{Dataset, SplitKind};
 use rac_core::features::EncodeOptions;
 use rac_core::index::bench::{self, BenchSpec};
 use rac_core::index::synthetic::{SyntheticSpec, generate};
-use rac_core::index::{Backend, Failpoint, FeatureFile, IndexConfig, Metric, QueryOptions, QuerySet, RetrievalIndex, npy, retrieval_only_table};
+use rac_core::index::{
+    Backend, CacheQuery, Failpoint, FeatureFile, IndexConfig, Metric, QueryOptions, QuerySet, RetrievalIndex, npy, retrieval_only_table,
+};
 
 /// The `index` command group.
 #[derive(Subcommand)]
@@ -363,7 +365,7 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
             let counts = rac_core::data::class_counts(&train_labels, num_classes);
             let set = QuerySet::Features { name: "test", vectors: &test_f.vectors, dim: test_f.dim };
             let k_max = k.max(50).min(idx.len());
-            let neighbours = idx.neighbour_cache().neighbours(&set, k, k_max, false)?;
+            let neighbours = idx.neighbour_cache().neighbours(&set, CacheQuery::new(k, k_max, false)?)?;
             let df = retrieval_only_table(&neighbours, &test_f.labels, &counts, k, cfg.metric)?;
             println!("retrieval-only top-1 accuracy (mean of per-class accuracy, %), {} backend, k = {k}", cfg.backend);
             println!("{df}");
