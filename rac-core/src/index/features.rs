@@ -41,9 +41,16 @@ impl FeatureFile {
     /// Read a feature file; errors name the file and tensor.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = crate::fsio::read(path, "feature file")?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        Self::parse(path, &bytes)
+    }
+
+    /// Parse the bytes of the feature file at `path` (which names it in errors; an
+    /// `ids.txt` beside it gives the keys when the metadata has none).
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| Error::Format { path: path.to_path_buf(), message: format!("not a safetensors file: {e}") })?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+            .map_err(|e| Error::Format { path: path.to_path_buf(), message: format!("cannot read its tensors: {e}") })?;
         let tensor_err = |name: &str, message: String| Error::Tensor { path: path.to_path_buf(), name: name.into(), message };
         let features = tensors.get("features").ok_or_else(|| tensor_err("features", "missing".into()))?;
         let (n, dim) = features.dims2().map_err(|_| tensor_err("features", format!("expected [n, d], found {:?}", features.dims())))?;
