@@ -200,24 +200,31 @@ fn small_vit_folder(dir: &Path) -> VitConfig {
     config
 }
 
+/// A RAC fine-tuning experiment on the tiny Fashion-MNIST set (6 + 3 images a class) with a
+/// small ViT; the folders live as long as the returned guards.
+fn small_fine_tuning(name: &str, epochs: usize, workers: usize) -> (tempfile::TempDir, tempfile::TempDir, Experiment) {
+    let data = tempfile::tempdir().unwrap();
+    let manifest = tiny_fashion_set(data.path(), 6, 3);
+    let vit_dir = tempfile::tempdir().unwrap();
+    small_vit_folder(vit_dir.path());
+    let text = format!(
+        "name = \"{name}\"\n[data]\nmanifest = \"{}\"\n[index]\nbackend = \"exact\"\n[retrieval]\nk = 3\nk_max = 8\ntext_encoder = \"bow-random\"\n\
+         [optim]\nlr = 0.001\n[train]\nepochs = {epochs}\nbatch_size = 16\nwarmup_epochs = 1\n\
+         [base_encoder]\nimage = \"vit:{}\"\nworkers = {workers}\n",
+        manifest.display(),
+        vit_dir.path().display()
+    );
+    let exp = Experiment::parse(Path::new(&format!("{name}.toml")), &text).unwrap();
+    (data, vit_dir, exp)
+}
+
 /// heed opens an LMDB folder once per process: the runs below share the small set's index.
 static SHARED_INDEX: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn fine_tuning_a_small_vit_trains_rac_end_to_end_and_is_reproducible() {
     let _one_at_a_time = SHARED_INDEX.lock().unwrap_or_else(|e| e.into_inner());
-    let data = tempfile::tempdir().unwrap();
-    let manifest = tiny_fashion_set(data.path(), 6, 3);
-    let vit_dir = tempfile::tempdir().unwrap();
-    small_vit_folder(vit_dir.path());
-    let text = format!(
-        "name = \"ft\"\n[data]\nmanifest = \"{}\"\n[index]\nbackend = \"exact\"\n[retrieval]\nk = 3\nk_max = 8\ntext_encoder = \"bow-random\"\n\
-         [optim]\nlr = 0.001\n[train]\nepochs = 2\nbatch_size = 16\nwarmup_epochs = 1\n\
-         [base_encoder]\nimage = \"vit:{}\"\nworkers = 3\n",
-        manifest.display(),
-        vit_dir.path().display()
-    );
-    let exp = Experiment::parse(Path::new("ft.toml"), &text).unwrap();
+    let (_data, _vit_dir, exp) = small_fine_tuning("ft", 2, 3);
     let runs = tempfile::tempdir().unwrap();
     let env = RunEnv { runs_dir: runs.path().to_path_buf(), cache: cache(), ..RunEnv::from_env() };
     let mut prep = Prepared::new(&exp, &env).unwrap();
@@ -257,18 +264,7 @@ fn fine_tuning_a_small_vit_trains_rac_end_to_end_and_is_reproducible() {
 #[test]
 fn a_fine_tuning_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result() {
     let _one_at_a_time = SHARED_INDEX.lock().unwrap_or_else(|e| e.into_inner());
-    let data = tempfile::tempdir().unwrap();
-    let manifest = tiny_fashion_set(data.path(), 6, 3);
-    let vit_dir = tempfile::tempdir().unwrap();
-    small_vit_folder(vit_dir.path());
-    let text = format!(
-        "name = \"ft-resume\"\n[data]\nmanifest = \"{}\"\n[index]\nbackend = \"exact\"\n[retrieval]\nk = 3\nk_max = 8\ntext_encoder = \"bow-random\"\n\
-         [optim]\nlr = 0.001\n[train]\nepochs = 3\nbatch_size = 16\nwarmup_epochs = 1\n\
-         [base_encoder]\nimage = \"vit:{}\"\nworkers = 2\n",
-        manifest.display(),
-        vit_dir.path().display()
-    );
-    let exp = Experiment::parse(Path::new("ft-resume.toml"), &text).unwrap();
+    let (_data, _vit_dir, exp) = small_fine_tuning("ft-resume", 3, 2);
     let cfg = exp.base_encoder.clone().unwrap();
     let (whole_runs, cut_runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let env = |dir: &Path| RunEnv { runs_dir: dir.to_path_buf(), cache: cache(), ..RunEnv::from_env() };

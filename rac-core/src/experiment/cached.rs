@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::config::Experiment;
 use super::prepared::{Prepared, RunEnv};
-use super::record::{Finished, RunRecord};
+use super::record::{RunRecord, save_run};
 use super::texts::retrieval_inputs;
 use crate::error::Result;
 use crate::eval::{Branch, evaluate};
@@ -85,17 +85,5 @@ pub fn run_cached(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result
     let mut source = CachedBatches::new(&train_in, exp.train.batch_size, exp.train.seed);
     let log = train_with(&job, &mut source, Some(&mut eval_fused))?;
     let out = predict(&model, &eval_in, eval_batch)?;
-    let finished = Finished {
-        exp,
-        eval_split: prep.eval_split.name(),
-        class_texts: &prep.dataset.class_texts,
-        started,
-        out: &out,
-        labels: &eval_in.labels,
-        counts: &counts,
-        log: &log,
-    };
-    let rec = finished.save(&env.runs_dir)?;
-    let _ = std::fs::remove_dir_all(&checkpoint_dir);
-    Ok(rec)
+    save_run(exp, prep, env, started, &out, &log, &checkpoint_dir)
 }

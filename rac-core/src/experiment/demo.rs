@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::{Experiment, RunRecord};
+use super::config::Experiment;
+use super::record::RunRecord;
 use crate::assets::AssetCache;
 use crate::data::{DataManifest, DataOverrides, Dataset};
 use crate::error::Result;

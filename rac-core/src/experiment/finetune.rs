@@ -25,7 +25,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use super::config::Experiment;
 use super::prepared::{Prepared, RunEnv};
-use super::record::{Finished, RunRecord};
+use super::record::{RunRecord, save_run};
 use super::texts::{join_texts, retrieval_inputs};
 use crate::data::{EpochLoader, ImageBatch, LoaderConfig, Split, SplitKind, Transform};
 use crate::encoders::{ImageEncoder, TextEncoder};
@@ -219,17 +219,5 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
     let inputs =
         Inputs { base: Some(Tensor::cat(&features, 0)?), retrieval: eval_text.map(RetrievalBatch::Embedded), labels: prep.eval.labels.clone() };
     let out = predict(&model, &inputs, t.eval_batch_size)?;
-    let finished = Finished {
-        exp,
-        eval_split: prep.eval_split.name(),
-        class_texts: &prep.dataset.class_texts,
-        started,
-        out: &out,
-        labels: &inputs.labels,
-        counts: &counts,
-        log: &log,
-    };
-    let rec = finished.save(&env.runs_dir)?;
-    let _ = std::fs::remove_dir_all(&checkpoint_dir);
-    Ok(rec)
+    save_run(exp, prep, env, started, &out, &log, &checkpoint_dir)
 }

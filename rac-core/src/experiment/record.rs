@@ -20,6 +20,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::Experiment;
+use super::prepared::{Prepared, RunEnv};
 use crate::error::{Error, Result};
 use crate::eval::{Branch, BranchMetrics, evaluate, per_class_frame};
 use crate::fsio;
@@ -207,50 +208,45 @@ pub fn load_runs(runs_dir: &Path) -> Result<DataFrame> {
     crate::eval::vstack_all(frames, &format!("no complete run records under {}", runs_dir.display()))
 }
 
-/// A trained model's outputs on the evaluation items, with what its record needs.
-pub(crate) struct Finished<'a> {
-    pub exp: &'a Experiment,
-    /// `test` or `val`.
-    pub eval_split: &'a str,
-    pub class_texts: &'a [String],
-    pub started: Instant,
-    pub out: &'a Outputs,
-    pub labels: &'a [usize],
-    /// Training images per class (the shot buckets).
-    pub counts: &'a [usize],
-    pub log: &'a [EpochLog],
-}
-
-impl Finished<'_> {
-    /// Evaluate every branch of the outputs (all three for a RAC model) and save the run's
-    /// record under `runs_dir`.
-    pub(crate) fn save(&self, runs_dir: &Path) -> Result<RunRecord> {
-        let (exp, out, labels, counts) = (self.exp, self.out, self.labels, self.counts);
-        let mut branches: Vec<BranchMetrics> = Vec::new();
-        if let Some(b) = &out.base {
-            branches.push(evaluate(Branch::Base, b, labels, counts)?);
-        }
-        if let Some(rl) = &out.retrieval {
-            branches.push(evaluate(Branch::Retrieval, rl, labels, counts)?);
-        }
-        if exp.model.mode == Mode::Rac {
-            branches.push(evaluate(Branch::Fused, &out.fused, labels, counts)?);
-        }
-        let method = exp.method_name();
-        let meta = RunMeta {
-            name: exp.name.clone(),
-            config_hash: exp.config_hash(),
-            seed: exp.train.seed,
-            versions: crate_versions(),
-            git_revision: git_revision(Path::new(".")),
-            wall_s: self.started.elapsed().as_secs_f64(),
-            method: method.clone(),
-            eval_split: self.eval_split.to_string(),
-            experiment: exp.clone(),
-        };
-        let metrics = metrics_table(&method, &branches)?;
-        let per_class = per_class_frame(self.class_texts, counts, &branches)?;
-        let epochs = epochs_table(self.log)?;
-        RunRecord::save(meta, metrics, per_class, epochs, runs_dir)
+/// Evaluate every branch of a trained model's outputs on the evaluation items (all three for
+/// a RAC model), save the run's record, then drop its training checkpoint: the one ending of
+/// both runners.
+pub(crate) fn save_run(
+    exp: &Experiment,
+    prep: &Prepared,
+    env: &RunEnv,
+    started: Instant,
+    out: &Outputs,
+    log: &[EpochLog],
+    checkpoint_dir: &Path,
+) -> Result<RunRecord> {
+    let (labels, counts) = (&prep.eval.labels, prep.train_counts());
+    let mut branches: Vec<BranchMetrics> = Vec::new();
+    if let Some(b) = &out.base {
+        branches.push(evaluate(Branch::Base, b, labels, &counts)?);
     }
+    if let Some(rl) = &out.retrieval {
+        branches.push(evaluate(Branch::Retrieval, rl, labels, &counts)?);
+    }
+    if exp.model.mode == Mode::Rac {
+        branches.push(evaluate(Branch::Fused, &out.fused, labels, &counts)?);
+    }
+    let method = exp.method_name();
+    let meta = RunMeta {
+        name: exp.name.clone(),
+        config_hash: exp.config_hash(),
+        seed: exp.train.seed,
+        versions: crate_versions(),
+        git_revision: git_revision(Path::new(".")),
+        wall_s: started.elapsed().as_secs_f64(),
+        method: method.clone(),
+        eval_split: prep.eval_split.name().to_string(),
+        experiment: exp.clone(),
+    };
+    let metrics = metrics_table(&method, &branches)?;
+    let per_class = per_class_frame(&prep.dataset.class_texts, &counts, &branches)?;
+    let epochs = epochs_table(log)?;
+    let rec = RunRecord::save(meta, metrics, per_class, epochs, &env.runs_dir)?;
+    let _ = std::fs::remove_dir_all(checkpoint_dir);
+    Ok(rec)
 }
