@@ -1,4 +1,6 @@
-//! Bad input gets an error that names the file and the line or field, never a panic.
+//! Bad input gets an error that names the file and the line or field, never a panic. Each
+//! message is also an insta snapshot (`tests/snapshots/`), so that rewording one is a
+//! reviewed diff (`INSTA_UPDATE=always cargo test -p rac-tests --test bad_input` rewrites them).
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +42,11 @@ impl Scratch {
 const GOOD_TRAIN: &str = "train/cat/1.jpg 0\ntrain/dog/2.jpg 1\ntrain/fox/3.jpg 2\n";
 const GOOD_TEST: &str = "test/cat/1.jpg 0\ntest/dog/2.jpg 1\ntest/fox/3.jpg 2\n";
 
+/// A message as its snapshot keeps it: the scratch folder's path (random) replaced.
+fn redact(s: &Scratch, msg: &str) -> String {
+    msg.replace(&s.dir.path().display().to_string(), "[scratch]")
+}
+
 fn err_of(r: rac_core::Result<Dataset>) -> String {
     match r {
         Ok(_) => panic!("bad input was accepted"),
@@ -63,12 +70,14 @@ fn missing_split_file_names_the_path() {
     s.write("test.txt", GOOD_TEST);
     let msg = err_of(s.load(&s.manifest("count = 3", "")));
     assert!(msg.contains("split file not found") && msg.contains("train.txt"), "{msg}");
+    insta::assert_snapshot!("missing_split_file_names_the_path", redact(&s, &msg));
 }
 
 #[test]
 fn missing_manifest_names_the_path() {
     let msg = Dataset::load(Path::new("no/such/manifest.toml"), &DataOverrides::default(), &cache()).unwrap_err().to_string();
     assert!(msg.contains("data manifest not found: no/such/manifest.toml"), "{msg}");
+    insta::assert_snapshot!("missing_manifest_names_the_path", msg);
 }
 
 #[test]
@@ -78,10 +87,12 @@ fn malformed_split_line_names_file_and_line() {
     s.write("test.txt", GOOD_TEST);
     let msg = err_of(s.load(&s.manifest("count = 3", "")));
     assert!(msg.contains("train.txt:3:") && msg.contains("expected `path label`"), "{msg}");
+    insta::assert_snapshot!("malformed_split_line_names_file_and_line", redact(&s, &msg));
 
     s.write("train.txt", "train/cat/1.jpg zero\n");
     let msg = err_of(s.load(&s.manifest("count = 3", "")));
     assert!(msg.contains("train.txt:1:") && msg.contains("not an integer"), "{msg}");
+    insta::assert_snapshot!("malformed_split_line_names_file_and_line_2", redact(&s, &msg));
 }
 
 #[test]
@@ -91,6 +102,7 @@ fn negative_label_names_file_and_line() {
     s.write("test.txt", GOOD_TEST);
     let msg = err_of(s.load(&s.manifest("count = 3", "")));
     assert!(msg.contains("train.txt:2:") && msg.contains("negative"), "{msg}");
+    insta::assert_snapshot!("negative_label_names_file_and_line", redact(&s, &msg));
 }
 
 #[test]
@@ -100,6 +112,7 @@ fn out_of_range_label_names_file_and_line() {
     s.write("test.txt", "test/cat/1.jpg 0\n\ntest/dog/2.jpg 7\n");
     let msg = err_of(s.load(&s.manifest("count = 3", "")));
     assert!(msg.contains("test.txt:3:") && msg.contains("label 7 is out of range"), "{msg}");
+    insta::assert_snapshot!("out_of_range_label_names_file_and_line", redact(&s, &msg));
 }
 
 #[test]
@@ -109,9 +122,11 @@ fn label_gap_names_file_and_class() {
     s.write("test.txt", GOOD_TEST);
     let msg = err_of(s.load(&s.manifest("count = 3", "")));
     assert!(msg.contains("train.txt") && msg.contains("label gap") && msg.contains("class 1"), "{msg}");
+    insta::assert_snapshot!("label_gap_names_file_and_class", redact(&s, &msg));
     // Without a declared count, the gap is found the same way.
     let msg = err_of(s.load(&s.manifest("", "")));
     assert!(msg.contains("label gap") && msg.contains("class 1"), "{msg}");
+    insta::assert_snapshot!("label_gap_names_file_and_class_2", redact(&s, &msg));
 }
 
 #[test]
@@ -123,6 +138,7 @@ fn unknown_manifest_key_is_rejected_with_its_line() {
     let p = s.write("typo.toml", &typo);
     let msg = DataManifest::load(&p).unwrap_err().to_string();
     assert!(msg.contains("typo.toml"), "{msg}");
+    insta::assert_snapshot!("unknown_manifest_key_is_rejected_with_its_line", redact(&s, &msg));
     assert!(msg.contains("unknown field `max_per_clas`"), "{msg}");
     assert!(msg.contains(&format!("line {line}")), "{msg}");
 }
@@ -134,9 +150,11 @@ fn invalid_manifest_values_name_the_field() {
     let p = s.write("bad.toml", &text.replace("imbalance_factor = 500.0", "imbalance_factor = 0.5"));
     let msg = DataManifest::load(&p).unwrap_err().to_string();
     assert!(msg.contains("bad.toml") && msg.contains("`long_tail.imbalance_factor`"), "{msg}");
+    insta::assert_snapshot!("invalid_manifest_values_name_the_field", redact(&s, &msg));
     let p = s.write("bad2.toml", &text.replace("\"Bag\", ", ""));
     let msg = DataManifest::load(&p).unwrap_err().to_string();
     assert!(msg.contains("`classes.texts`") && msg.contains("9 texts"), "{msg}");
+    insta::assert_snapshot!("invalid_manifest_values_name_the_field_2", redact(&s, &msg));
 }
 
 #[test]
@@ -150,6 +168,7 @@ fn wrong_checksum_names_the_file() {
     std::fs::write(&m, text).unwrap();
     let msg = err_of(s.load(Path::new(&m)));
     assert!(msg.contains("checksum mismatch") && msg.contains("train.txt"), "{msg}");
+    insta::assert_snapshot!("wrong_checksum_names_the_file", redact(&s, &msg));
 }
 
 #[test]
@@ -161,9 +180,11 @@ fn unreadable_image_names_the_image_and_the_split_line() {
     let ds = s.load(&s.manifest("count = 3", "")).unwrap();
     let msg = ds.train.image(0).unwrap_err().to_string();
     assert!(msg.contains("train/cat/1.jpg") && msg.contains("train.txt:1"), "{msg}");
+    insta::assert_snapshot!("unreadable_image_names_the_image_and_the_split_line", redact(&s, &msg));
     // A missing image is reported the same way, with its line.
     let msg = ds.train.image(1).unwrap_err().to_string();
     assert!(msg.contains("train/dog/2.jpg") && msg.contains("train.txt:2"), "{msg}");
+    insta::assert_snapshot!("unreadable_image_names_the_image_and_the_split_line_2", redact(&s, &msg));
 }
 
 #[test]
@@ -176,10 +197,12 @@ fn cli_reports_errors_without_panicking() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "a clean error exit, not a panic (101): {stderr}");
     assert!(stderr.starts_with("error: ") && stderr.contains("train.txt:2:"), "{stderr}");
+    insta::assert_snapshot!("cli_reports_errors_without_panicking", redact(&s, &stderr));
 
     // The Places manifest without a split folder says how to give one.
     let out = rac(&["data", "stats", "data-manifests/places365-lt.toml"], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("split_list.split_dir") && stderr.contains("--split-dir"), "{stderr}");
+    insta::assert_snapshot!("cli_reports_errors_without_panicking_2", redact(&s, &stderr));
 }
