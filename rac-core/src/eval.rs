@@ -115,13 +115,22 @@ pub fn vstack_all(frames: impl IntoIterator<Item = DataFrame>, empty: &str) -> R
 /// The rows of `df` whose string column `column` satisfies `keep`. Tables here are small and
 /// eager: the library builds polars without its lazy engine (see ARCHITECTURE.md).
 pub fn rows_with(df: &DataFrame, column: &str, keep: impl Fn(&str) -> bool) -> Result<DataFrame> {
+    let df = local_frame(df)?;
     let mask: BooleanChunked = df.column(column)?.str()?.iter().map(|v| v.is_some_and(&keep)).collect();
     Ok(df.filter(&mask)?)
 }
 
+/// A copy of `df` (its columns shared) that looks its columns up by name afresh. polars
+/// caches a frame's schema as a hash map whose hasher takes a per-process seed, and evcxr
+/// links a copy of polars into every cell: a table made in one cell and looked up by name
+/// in a later one would find no column. The table helpers start from such a copy.
+pub fn local_frame(df: &DataFrame) -> Result<DataFrame> {
+    Ok(DataFrame::new(df.height(), df.columns().to_vec())?)
+}
+
 /// The columns of `df` in the order given, each `(name, new name)`.
 pub fn select_as(df: &DataFrame, columns: &[(&str, &str)]) -> Result<DataFrame> {
-    let mut out = df.select(columns.iter().map(|(from, _)| *from))?;
+    let mut out = local_frame(df)?.select(columns.iter().map(|(from, _)| *from))?;
     for (from, to) in columns {
         if from != to {
             out.rename(from, (*to).into())?;

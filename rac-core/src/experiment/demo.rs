@@ -10,7 +10,7 @@ use super::record::RunRecord;
 use crate::assets::AssetCache;
 use crate::data::{DataManifest, DataOverrides, Dataset};
 use crate::error::Result;
-use crate::eval::{rows_with, select_as};
+use crate::eval::{local_frame, rows_with, select_as};
 use crate::fsio;
 
 /// The default data set's manifest (Fashion-MNIST-LT), embedded so the demo runs anywhere.
@@ -79,6 +79,7 @@ pub fn stacked_metrics(records: &[RunRecord]) -> Result<DataFrame> {
 /// The paper's Table 3: one row per method (RAC by its fused output) with `all`, `many`,
 /// `medium`, `few`.
 pub fn table3(metrics: &DataFrame) -> Result<DataFrame> {
+    let metrics = local_frame(metrics)?;
     let (branch, method) = (metrics.column("branch")?.str()?, metrics.column("method")?.str()?);
     let rows = metrics.filter(&(branch.equal("fused") | method.not_equal("RAC")))?;
     select_as(&rows, &[("method", "method"), ("top1", "all"), ("many", "many"), ("medium", "medium"), ("few", "few")])
