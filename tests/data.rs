@@ -36,6 +36,37 @@ fn fashion_mnist_lt_has_the_documented_long_tail() {
 }
 
 #[test]
+fn the_quick_manifest_is_a_short_tail_with_a_balanced_test_subset() {
+    let ds = Dataset::load(&manifest("fashion-mnist-lt-quick.toml"), &DataOverrides::default(), &cache()).expect("the quick manifest loads");
+    let s = ds.stats();
+    assert_eq!(s.per_class, exponential_profile(10, 300, 30.0));
+    assert_eq!(s.per_class, [300, 205, 140, 96, 66, 45, 31, 21, 14, 10]);
+    assert_eq!((s.many, s.medium, s.few), (3, 5, 2), "every shot bucket exists");
+    assert_eq!(s.test_images, 500);
+    let mut test_counts = [0usize; 10];
+    for &l in &ds.test.labels {
+        test_counts[l] += 1;
+    }
+    assert_eq!(test_counts, [50; 10]);
+    // The subset is drawn from the whole test split (seeded), not its first 500 images.
+    let full = fmnist_lt();
+    let ids = |split: &rac_core::data::Split| (0..split.len()).map(|i| split.item_id(i)).collect::<Vec<_>>();
+    let (quick, all) = (ids(&ds.test), ids(&full.test));
+    assert!(quick.iter().all(|id| all.contains(id)));
+    assert_ne!(quick, all[..500].to_vec());
+    // A subset no smaller than a class keeps the whole split, in its order.
+    let mut m = full.manifest.clone();
+    m.test_subset = Some(rac_core::data::manifest::TestSubsetSpec { per_class: 1000, seed: 3 });
+    let whole = Dataset::from_manifest(m, &full.manifest_path, &DataOverrides::default(), &cache()).unwrap();
+    assert_eq!(ids(&whole.test), all);
+    // An empty subset is a named error at load.
+    let path = manifest("fashion-mnist-lt-quick.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace("per_class = 50", "per_class = 0");
+    let err = rac_core::data::DataManifest::parse(&path, &text).unwrap_err().to_string();
+    assert!(err.contains("test_subset.per_class") && err.contains("at least 1"), "{err}");
+}
+
+#[test]
 fn the_exponential_profile_is_the_ldam_one() {
     assert_eq!(exponential_profile(10, 5000, 500.0), FMNIST_LT_COUNTS);
     assert_eq!(exponential_profile(10, 5000, 1.0), [5000; 10]);

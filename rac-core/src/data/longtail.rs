@@ -87,7 +87,8 @@ pub fn subsample_per_class(labels: &[usize], counts: &[usize], seed: u64) -> Vec
         }
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut chosen = Vec::with_capacity(counts.iter().sum());
+    // Never more than there are labels: a huge requested count must not size the buffer.
+    let mut chosen = Vec::with_capacity(labels.len());
     for (class_items, &n) in by_class.iter_mut().zip(counts) {
         class_items.shuffle(&mut rng);
         chosen.extend(class_items.iter().take(n).copied());

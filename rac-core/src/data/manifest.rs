@@ -3,7 +3,8 @@
 //! A manifest has exactly one source table, `[idx]` (IDX files from the asset cache, as
 //! Fashion-MNIST ships) or `[split_list]` (the `path label` lists of Places365-LT,
 //! ImageNet-LT and iNaturalist), plus `[classes]`, an optional `[long_tail]` profile applied
-//! to the training split, and an optional `[preprocess]` description.
+//! to the training split, an optional balanced `[test_subset]` and an optional
+//! `[preprocess]` description.
 //! Unknown keys are rejected, with the key and its line named. The full schema is
 //! documented in `data-manifests/README.md`.
 
@@ -36,6 +37,11 @@ pub struct DataManifest {
     /// An optional long-tail profile applied to the training split.
     #[serde(default)]
     pub long_tail: Option<LongTailSpec>,
+    /// An optional balanced subset of the test split, for quick runs. Left out of the
+    /// serialised form when absent, so the fingerprints (and caches) of manifests without
+    /// it stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_subset: Option<TestSubsetSpec>,
     /// How images are turned into tensors (encoders may override the size).
     #[serde(default)]
     pub preprocess: Preprocess,
@@ -151,6 +157,18 @@ pub struct LongTailSpec {
     pub seed: u64,
 }
 
+/// A balanced subset of the test split: at most `per_class` images of each class, chosen
+/// with a seeded RNG (as `[long_tail]` chooses training images).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSubsetSpec {
+    /// Test images kept per class (a class with fewer keeps all of its own).
+    pub per_class: usize,
+    /// The seed of the choice of images.
+    #[serde(default)]
+    pub seed: u64,
+}
+
 fn default_profile() -> String {
     "exponential".into()
 }
@@ -217,6 +235,11 @@ impl DataManifest {
             if lt.max_per_class == 0 {
                 return Err(field("long_tail.max_per_class", "must be at least 1".into()));
             }
+        }
+        if let Some(t) = &self.test_subset
+            && t.per_class == 0
+        {
+            return Err(field("test_subset.per_class", "must be at least 1".into()));
         }
         let p = &self.preprocess;
         if p.crop == 0 || p.resize == 0 || p.crop > p.resize {

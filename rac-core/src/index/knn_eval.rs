@@ -4,14 +4,21 @@
 //! T = 0.07, sim the cosine similarity `1 - d`, or `-d` for L2).
 //!
 //! Accuracies are means of per-class accuracy (the test set is balanced, the score is the
-//! balanced one), overall and per shot bucket of the class's training count.
+//! balanced one), overall and per shot bucket of the class's training count, counted by
+//! [`ClassTally`] as every accuracy of the project is. Exact neighbours come from
+//! [`ExactMatrix`], the one brute-force search.
 
+use candle_core::Tensor;
 use polars::prelude::*;
+use serde::Serialize;
 
 use super::config::Metric;
+use super::exact::ExactMatrix;
 use super::retrieval::Neighbours;
 use crate::data::longtail::ShotBucket;
+use crate::encoders::l2_normalize;
 use crate::error::{Error, Result};
+use crate::eval::{BucketMeans, ClassTally};
 
 /// DINO's temperature for the weighted vote.
 pub const DINO_TEMPERATURE: f32 = 0.07;
@@ -74,25 +81,6 @@ pub fn vote(labels: &[u32], distances: &[f32], k: usize, rule: VoteRule, metric:
     }
 }
 
-/// Per-class accuracy of `predictions` against `truth`, over `num_classes` classes
-/// (`None` for a class with no test item).
-pub fn per_class_accuracy(predictions: &[u32], truth: &[u32], num_classes: usize) -> Vec<Option<f64>> {
-    let mut hit = vec![0usize; num_classes];
-    let mut all = vec![0usize; num_classes];
-    for (&p, &t) in predictions.iter().zip(truth) {
-        if (t as usize) < num_classes {
-            all[t as usize] += 1;
-            hit[t as usize] += usize::from(p == t);
-        }
-    }
-    (0..num_classes).map(|c| (all[c] > 0).then(|| hit[c] as f64 / all[c] as f64)).collect()
-}
-
-fn mean_over(acc: &[Option<f64>], keep: impl Fn(usize) -> bool) -> Option<f64> {
-    let v: Vec<f64> = acc.iter().enumerate().filter(|(c, _)| keep(*c)).filter_map(|(_, a)| *a).collect();
-    (!v.is_empty()).then(|| 100.0 * v.iter().sum::<f64>() / v.len() as f64)
-}
-
 /// The retrieval-only table: one row per rule (1-NN, majority@k, weighted@k), with the
 /// balanced top-1 accuracy in percent overall and per shot bucket (many / medium / few).
 ///
@@ -113,20 +101,21 @@ pub fn retrieval_only_table(neighbours: &[Neighbours], test_labels: &[u32], trai
     if let Some(&t) = test_labels.iter().find(|&&t| t as usize >= num_classes) {
         return Err(Error::InvalidInput(format!("retrieval-only evaluation: test label {t} but only {num_classes} classes")));
     }
-    let buckets: Vec<ShotBucket> = train_counts.iter().map(|&n| ShotBucket::of(n)).collect();
+    let truth: Vec<usize> = test_labels.iter().map(|&t| t as usize).collect();
     let rules = [VoteRule::Nearest, VoteRule::Majority, VoteRule::Weighted { temperature: DINO_TEMPERATURE }];
     let mut method = Vec::new();
     let mut ks = Vec::new();
     let mut cols: [Vec<Option<f64>>; 4] = Default::default();
     for rule in rules {
         let kk = if rule == VoteRule::Nearest { 1 } else { k };
-        let preds: Vec<u32> = neighbours.iter().map(|n| vote(&n.labels, &n.distances, kk, rule, metric).expect("k >= 1 neighbours")).collect();
-        let acc = per_class_accuracy(&preds, test_labels, num_classes);
+        let preds: Vec<usize> =
+            neighbours.iter().map(|n| vote(&n.labels, &n.distances, kk, rule, metric).expect("k >= 1 neighbours") as usize).collect();
+        let means = BucketMeans::of(&ClassTally::of(&preds, &truth, num_classes, "retrieval-only evaluation")?.per_class_percent(), train_counts);
         method.push(rule.name().to_string());
         ks.push(kk as u32);
-        cols[0].push(mean_over(&acc, |_| true));
+        cols[0].push(means.all);
         for (j, b) in ShotBucket::ALL.iter().enumerate() {
-            cols[j + 1].push(mean_over(&acc, |c| buckets[c] == *b));
+            cols[j + 1].push(means.bucket(*b));
         }
     }
     let [all, many, medium, few] = cols;
@@ -140,4 +129,69 @@ pub fn retrieval_only_table(neighbours: &[Neighbours], test_labels: &[u32], trai
     ])
     .map_err(|e| Error::InvalidInput(format!("retrieval-only table: {e}")))?;
     Ok(df)
+}
+
+/// Accuracies of an exact 1-NN classification, in percent.
+#[derive(Debug, Clone, Serialize)]
+pub struct KnnReport {
+    /// Queries.
+    pub queries: usize,
+    /// Reference items.
+    pub references: usize,
+    /// Percent of queries whose nearest item has their label.
+    pub top1: f64,
+    /// Mean of the per-class accuracies (the balanced accuracy; the paper's "all").
+    pub balanced: f64,
+    /// Per-class accuracy (NaN for a class without queries).
+    pub per_class: Vec<f64>,
+    /// Mean per-class accuracy over the many-shot classes, if any.
+    pub many: Option<f64>,
+    /// Mean per-class accuracy over the medium-shot classes, if any.
+    pub medium: Option<f64>,
+    /// Mean per-class accuracy over the few-shot classes, if any.
+    pub few: Option<f64>,
+}
+
+/// Exact cosine 1-NN accuracy of `queries` (with `query_labels`) against `references` (with
+/// `reference_labels`), searched by [`ExactMatrix`]; `train_counts` gives each class's shot
+/// bucket. The retrieval-only baseline at k = 1, straight from two feature matrices.
+pub fn one_nn_accuracy(
+    queries: &Tensor,
+    query_labels: &[usize],
+    references: &Tensor,
+    reference_labels: &[usize],
+    train_counts: &[usize],
+) -> Result<KnnReport> {
+    let (nq, dq) = queries.dims2()?;
+    let (nr, dr) = references.dims2()?;
+    if dq != dr {
+        return Err(Error::InvalidInput(format!("1-NN: queries have dimension {dq}, references {dr}")));
+    }
+    if nr == 0 {
+        return Err(Error::InvalidInput("1-NN: there are no reference items".into()));
+    }
+    if nq != query_labels.len() || nr != reference_labels.len() {
+        return Err(Error::InvalidInput(format!(
+            "1-NN: {nq} queries with {} labels, {nr} references with {} labels",
+            query_labels.len(),
+            reference_labels.len()
+        )));
+    }
+    let rows = |t: &Tensor| -> Result<Vec<f32>> { Ok(l2_normalize(t)?.flatten_all()?.to_vec1::<f32>()?) };
+    let matrix = ExactMatrix::new((0..nr as u32).collect(), rows(references)?, dr, Metric::Cosine)?;
+    let hits = matrix.search(&rows(queries)?, 1)?;
+    let preds: Vec<usize> = hits.iter().map(|h| reference_labels[h[0].0 as usize]).collect();
+    let tally = ClassTally::of(&preds, query_labels, train_counts.len(), "1-NN")?;
+    let per_class = tally.per_class_percent();
+    let means = BucketMeans::of(&per_class, train_counts);
+    Ok(KnnReport {
+        queries: nq,
+        references: nr,
+        top1: tally.overall_percent(),
+        balanced: means.all.unwrap_or(f64::NAN),
+        many: means.many,
+        medium: means.medium,
+        few: means.few,
+        per_class,
+    })
 }

@@ -8,7 +8,7 @@
 //! | `exact` | brute force as a candle matrix product (the ground truth) |
 //! | [`retrieval`] | [`RetrievalIndex`]: build, add/remove sources, stats, query |
 //! | [`neighbours`] | [`NeighbourCache`]: neighbour lists stored per (index fingerprint, k_max) |
-//! | [`knn_eval`] | retrieval-only classification (1-NN, majority, weighted vote; Table 4) |
+//! | [`knn_eval`] | retrieval-only classification (1-NN, majority, weighted vote; Table 4), exact 1-NN of two feature sets |
 //! | [`features`] | feature files (safetensors) an index is built from |
 //! | [`synthetic`] | the clustered synthetic set for recall and speed checks |
 //! | [`npy`] | `.npy` exchange with the FAISS comparison |
@@ -44,7 +44,7 @@ pub use crate::fsio::CacheOutcome;
 pub use config::{ArroyParams, Backend, HNSW_M, HnswParams, IndexConfig, Metric};
 pub use exact::ExactMatrix;
 pub use features::FeatureFile;
-pub use knn_eval::{VoteRule, retrieval_only_table};
+pub use knn_eval::{KnnReport, VoteRule, one_nn_accuracy, retrieval_only_table};
 pub use neighbours::{CacheEntry, CacheQuery, NeighbourCache, NeighbourLists, QuerySet};
 pub use retrieval::{IndexStats, ItemId, Neighbours, QueryOptions, RetrievalIndex, Source, SourceStats};
 pub use store::{FORMAT_VERSION, Failpoint, ItemRecord, SourceRecord};

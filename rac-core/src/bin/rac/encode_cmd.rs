@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use rac_core::assets::AssetCache;
 use rac_core::data::{Dataset, SplitKind};
 use rac_core::encoders::{ImageEncoder, ImageEncoderSpec};
-use rac_core::features::{BarProgress, CacheOutcome, EncodeOptions, FeatureStore, Features, one_nn_accuracy};
+use rac_core::features::{BarProgress, CacheOutcome, EncodeOptions, FeatureStore, Features};
+use rac_core::index::one_nn_accuracy;
 
 use crate::data_cmd::PathArgs;
 
@@ -206,14 +207,14 @@ fn knn(args: EncodeArgs, cache: &AssetCache) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let pct = |x: Option<f64>| x.map(|v| format!("{:.2}", 100.0 * v)).unwrap_or_else(|| "-".into());
+    let pct = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
     println!("retrieval-only 1-NN, exact cosine: {} test queries against {} train items ({:.1} s)", report.queries, report.references, seconds);
-    println!("top-1            {:.2} %", 100.0 * report.top1);
-    println!("balanced top-1   {:.2} %", 100.0 * report.balanced);
+    println!("top-1            {:.2} %", report.top1);
+    println!("balanced top-1   {:.2} %", report.balanced);
     println!("many/medium/few  {} / {} / {} %", pct(report.many), pct(report.medium), pct(report.few));
     for (c, acc) in report.per_class.iter().enumerate().filter(|_| report.per_class.len() <= 20) {
         let text = ds.class_texts.get(c).map(String::as_str).unwrap_or("");
-        println!("  class {c:>3} {text:<20} {:>6.2} %  ({} train)", 100.0 * acc, ds.train_counts()[c]);
+        println!("  class {c:>3} {text:<20} {acc:>6.2} %  ({} train)", ds.train_counts()[c]);
     }
     Ok(())
 }
