@@ -54,21 +54,21 @@ pub fn eval_neighbours(prep: &Prepared, index: &RetrievalIndex, k: usize) -> Res
 /// The retrieval-only table (the paper's Table 4: 1-NN, majority and distance-weighted vote
 /// over `k`, overall and per bucket) of the prepared index, read through its neighbour cache.
 pub fn knn_table(prep: &mut Prepared, k: usize) -> Result<DataFrame> {
-    let counts = prep.train_counts();
+    let counts = &prep.train_counts;
     let v = eval_vectors(prep)?;
     let name = format!("{}-{}", prep.eval_split.name(), prep.eval.meta.key.hash());
     let k_max = k.max(50).min(prep.index.len());
     let set = QuerySet::Features { name: &name, vectors: &v, dim: prep.eval.dim() };
     let nb = prep.index.neighbour_cache().neighbours(&set, CacheQuery::new(k, k_max, false)?)?;
     let labels: Vec<u32> = prep.eval.labels.iter().map(|&l| l as u32).collect();
-    retrieval_only_table(&nb, &labels, &counts, k, prep.index.config().metric)
+    retrieval_only_table(&nb, &labels, counts, k, prep.index.config().metric)
 }
 
 /// The retrieval-only table of any index against the prepared evaluation split.
 pub fn knn_table_of(prep: &Prepared, index: &RetrievalIndex, k: usize) -> Result<DataFrame> {
     let nb = eval_neighbours(prep, index, k)?;
     let labels: Vec<u32> = prep.eval.labels.iter().map(|&l| l as u32).collect();
-    retrieval_only_table(&nb, &labels, &prep.train_counts(), k, index.config().metric)
+    retrieval_only_table(&nb, &labels, &prep.train_counts, k, index.config().metric)
 }
 
 /// Training rows `rows` of a prepared experiment as an index source named `name`.
@@ -123,7 +123,7 @@ pub fn thin_rows(prep: &Prepared, thinning: Thinning, fraction: f64, seed: u64) 
             all
         }
         Thinning::PerClass => {
-            let cap = ((*prep.train_counts().iter().max().unwrap_or(&1) as f64 * fraction).round() as usize).max(1);
+            let cap = ((*prep.train_counts.iter().max().unwrap_or(&1) as f64 * fraction).round() as usize).max(1);
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(&mut rng);
             let mut taken = vec![0usize; prep.dataset.num_classes()];

@@ -36,7 +36,7 @@ pub struct Assembled {
 /// `model.input_norm` says.
 pub fn assemble(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<Assembled> {
     let device = exp.train.device.resolve("train.device")?;
-    let counts = prep.train_counts();
+    let counts = prep.train_counts.clone();
     let mode = exp.model.mode;
     let (mut train_in, mut eval_in) = (
         Inputs { base: None, retrieval: None, labels: prep.train.labels.clone() },

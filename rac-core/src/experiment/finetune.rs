@@ -149,18 +149,16 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
     let started = Instant::now();
     let cfg = exp.base_encoder.clone().ok_or_else(|| Error::InvalidInput("the experiment has no [base_encoder] section".into()))?;
     let device = exp.train.device.resolve("train.device")?;
-    let counts = prep.train_counts();
+    let counts = prep.train_counts.clone();
 
     // The retrieval side: the eval inputs through the neighbour cache, and what the
     // augmented views need.
     let (online, eval_text) = if exp.model.mode == Mode::Rac {
         let r = retrieval_inputs(exp, prep, env)?;
-        let (RetrievalBatch::Embedded(eval_text), Some(scaler)) = (r.eval, r.norm) else {
+        let (RetrievalBatch::Embedded(eval_text), Some(scaler), Some(text)) = (r.eval, r.norm, r.frozen) else {
             return Err(Error::InvalidInput("fine-tuning needs a frozen text encoder's cached features".into()));
         };
         let encoder = exp.image_encoder()?.load(&env.cache, &device)?;
-        let vocabulary: Vec<&str> = prep.dataset.class_texts.iter().map(String::as_str).collect();
-        let text = exp.text_encoder()?.load(&env.cache, &vocabulary, &device)?;
         let first = prep.index.source_ids("train")?.start;
         let item_of_row = prep.train_rows.iter().enumerate().map(|(j, &r)| (r, first + j as ItemId)).collect();
         let online = OnlineRetrieval::new(encoder, text, scaler, exp.retrieval.k, &exp.retrieval.separator, item_of_row);

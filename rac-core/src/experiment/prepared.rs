@@ -77,6 +77,9 @@ pub struct Prepared {
     pub eval_rows: Vec<usize>,
     /// The index over the training features.
     pub index: RetrievalIndex,
+    /// Training images per class of `train` (without a held-out part): the shot buckets of
+    /// every evaluation and the class priors of the losses, counted once.
+    pub train_counts: Vec<usize>,
 }
 
 /// The data a run is evaluated on: the test split, or a validation part held out of the
@@ -186,12 +189,8 @@ impl Prepared {
                 RetrievalIndex::build(&dir, &exp.index, &[source])?
             }
         };
-        Ok(Prepared { dataset, train, eval, eval_split, train_rows, eval_rows, index })
-    }
-
-    /// Training images per class (of the training features, without a held-out part).
-    pub fn train_counts(&self) -> Vec<usize> {
-        class_counts(&self.train.labels, self.dataset.num_classes())
+        let train_counts = class_counts(&train.labels, dataset.num_classes());
+        Ok(Prepared { dataset, train, eval, eval_split, train_rows, eval_rows, index, train_counts })
     }
 
     /// The neighbours of every training item (without itself) and every evaluation item.

@@ -220,16 +220,16 @@ pub(crate) fn save_run(
     log: &[EpochLog],
     checkpoint_dir: &Path,
 ) -> Result<RunRecord> {
-    let (labels, counts) = (&prep.eval.labels, prep.train_counts());
+    let (labels, counts) = (&prep.eval.labels, &prep.train_counts);
     let mut branches: Vec<BranchMetrics> = Vec::new();
     if let Some(b) = &out.base {
-        branches.push(evaluate(Branch::Base, b, labels, &counts)?);
+        branches.push(evaluate(Branch::Base, b, labels, counts)?);
     }
     if let Some(rl) = &out.retrieval {
-        branches.push(evaluate(Branch::Retrieval, rl, labels, &counts)?);
+        branches.push(evaluate(Branch::Retrieval, rl, labels, counts)?);
     }
     if exp.model.mode == Mode::Rac {
-        branches.push(evaluate(Branch::Fused, &out.fused, labels, &counts)?);
+        branches.push(evaluate(Branch::Fused, &out.fused, labels, counts)?);
     }
     let method = exp.method_name();
     let meta = RunMeta {
@@ -244,7 +244,7 @@ pub(crate) fn save_run(
         experiment: exp.clone(),
     };
     let metrics = metrics_table(&method, &branches)?;
-    let per_class = per_class_frame(&prep.dataset.class_texts, &counts, &branches)?;
+    let per_class = per_class_frame(&prep.dataset.class_texts, counts, &branches)?;
     let epochs = epochs_table(log)?;
     let rec = RunRecord::save(meta, metrics, per_class, epochs, &env.runs_dir)?;
     let _ = std::fs::remove_dir_all(checkpoint_dir);

@@ -137,6 +137,9 @@ pub struct RetrievalInputs {
     pub norm: Option<Scaler>,
     /// T, when it is trained with the heads (`retrieval.finetune_text`).
     pub trainable: Option<Box<dyn TrainableTextEncoder>>,
+    /// T, when it is frozen: fine-tuning encodes the neighbour texts of augmented views with
+    /// it, so it is loaded once.
+    pub frozen: Option<Box<dyn TextEncoder>>,
 }
 
 /// The neighbours of every training item (without itself) and every evaluation item, their
@@ -159,7 +162,7 @@ pub fn retrieval_inputs(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> 
             Ok(RetrievalBatch::Tokens { ids: b.ids, mask: b.mask })
         };
         let (train, eval) = (tokens(&train_texts)?, tokens(&eval_texts)?);
-        return Ok(RetrievalInputs { train, eval, text_dim, norm: None, trainable: Some(Box::new(TrainableText { encoder })) });
+        return Ok(RetrievalInputs { train, eval, text_dim, norm: None, trainable: Some(Box::new(TrainableText { encoder })), frozen: None });
     }
     let dir = env.work_dir("text-features");
     let mut progress = BarProgress::new(env.progress).with_unit("sequences");
@@ -173,5 +176,6 @@ pub fn retrieval_inputs(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> 
         text_dim,
         norm: Some(scaler),
         trainable: None,
+        frozen: Some(encoder),
     })
 }
