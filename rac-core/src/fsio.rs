@@ -52,7 +52,7 @@ pub fn verify_sha256(path: &Path, expected: &str, hint: Option<String>) -> Resul
 
 /// Create a folder and its parents.
 pub fn create_dir_all(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(|e| Error::Io { op: "creating folder", path: path.into(), source: e })
+    std::fs::create_dir_all(path).map_err(|e| Error::Io { op: "creating folder", path: path.into(), cause: e })
 }
 
 /// A sibling path for a temporary file: unique per process, ignored by every reader.
@@ -75,7 +75,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::Io { op: "writing", path: path.to_path_buf(), source: e }
+        Error::Io { op: "writing", path: path.to_path_buf(), cause: e }
     })
 }
 

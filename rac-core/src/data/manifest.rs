@@ -211,6 +211,16 @@ impl DataManifest {
             (None, None) => return Err(field("split_list", "a source table is required: `[idx]` or `[split_list]`".into())),
             _ => {}
         }
+        if let Some(src) = &self.split_list {
+            let files = [("train", Some(&src.train)), ("val", src.val.as_ref()), ("test", Some(&src.test))];
+            for (name, f) in files.into_iter().filter_map(|(n, f)| f.map(|f| (n, f))) {
+                if let Some(sha) = &f.sha256
+                    && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+                {
+                    return Err(field(&format!("split_list.{name}.sha256"), format!("`{sha}` is not a sha256 (64 hex digits)")));
+                }
+            }
+        }
         let c = &self.classes;
         if c.count == Some(0) {
             return Err(field("classes.count", "must be at least 1".into()));
@@ -229,8 +239,18 @@ impl DataManifest {
             if lt.profile != "exponential" {
                 return Err(field("long_tail.profile", format!("unknown profile `{}`; the only one is `exponential`", lt.profile)));
             }
-            if !(lt.imbalance_factor >= 1.0) {
-                return Err(field("long_tail.imbalance_factor", format!("must be at least 1, found {}", lt.imbalance_factor)));
+            if !(lt.imbalance_factor >= 1.0 && lt.imbalance_factor.is_finite()) {
+                return Err(field("long_tail.imbalance_factor", format!("must be a finite number of at least 1, found {}", lt.imbalance_factor)));
+            }
+            // The rarest class keeps floor(max_per_class / IF) images: at least one.
+            if lt.imbalance_factor > lt.max_per_class as f64 {
+                return Err(field(
+                    "long_tail.imbalance_factor",
+                    format!(
+                        "{} leaves the rarest class no training image: it keeps max_per_class / imbalance_factor = {} / {} images (use at most {})",
+                        lt.imbalance_factor, lt.max_per_class, lt.imbalance_factor, lt.max_per_class
+                    ),
+                ));
             }
             if lt.max_per_class == 0 {
                 return Err(field("long_tail.max_per_class", "must be at least 1".into()));

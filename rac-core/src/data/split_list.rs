@@ -38,6 +38,8 @@ impl SplitList {
     /// Parse split-file text; `file` is only used in error messages.
     pub fn parse(file: &Path, text: &str, num_classes: Option<usize>) -> Result<Self> {
         let mut entries = Vec::new();
+        // A byte-order mark (lists saved by some Windows editors) is not part of the first path.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let trimmed = raw.trim();

@@ -228,18 +228,9 @@ impl Experiment {
         if r.max_tokens == 0 {
             return field("retrieval.max_tokens", "must be at least 1".into());
         }
-        if self.train.epochs == 0 {
-            return field("train.epochs", "must be at least 1".into());
-        }
-        if self.train.batch_size == 0 {
-            return field("train.batch_size", "must be at least 1".into());
-        }
-        if self.train.warmup_epochs > self.train.epochs {
-            return field("train.warmup_epochs", format!("{} is more than train.epochs ({})", self.train.warmup_epochs, self.train.epochs));
-        }
-        if !(self.optim.lr > 0.0) {
-            return field("optim.lr", "must be positive".into());
-        }
+        self.train.validate().map_err(|e| e.in_section(path, "train"))?;
+        self.optim.validate().map_err(|e| e.in_section(path, "optim"))?;
+        self.loss.validate().map_err(|e| e.in_section(path, "loss"))?;
         if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
             return field("name", format!("`{}` cannot name a run folder", self.name));
         }

@@ -126,7 +126,7 @@ fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
     let mut df = df.clone();
     let mut buf = Vec::new();
     CsvWriter::new(&mut buf).include_header(true).finish(&mut df)?;
-    std::fs::write(path, buf).map_err(|e| Error::Io { op: "writing", path: path.into(), source: e })
+    std::fs::write(path, buf).map_err(|e| Error::Io { op: "writing", path: path.into(), cause: e })
 }
 
 fn read_csv(path: &Path) -> Result<DataFrame> {
@@ -145,15 +145,15 @@ impl RunRecord {
         fsio::create_dir_all(&tmp)?;
         let written = (|| -> Result<()> {
             let toml = toml::to_string(&meta).map_err(|e| Error::InvalidInput(format!("cannot write record.toml: {e}")))?;
-            std::fs::write(tmp.join("record.toml"), toml).map_err(|e| Error::Io { op: "writing", path: tmp.join("record.toml"), source: e })?;
+            std::fs::write(tmp.join("record.toml"), toml).map_err(|e| Error::Io { op: "writing", path: tmp.join("record.toml"), cause: e })?;
             write_csv(&metrics, &tmp.join("metrics.csv"))?;
             write_csv(&per_class, &tmp.join("per_class.csv"))?;
             write_csv(&epochs, &tmp.join("epochs.csv"))?;
-            std::fs::write(tmp.join(COMPLETE), b"").map_err(|e| Error::Io { op: "writing", path: tmp.join(COMPLETE), source: e })?;
+            std::fs::write(tmp.join(COMPLETE), b"").map_err(|e| Error::Io { op: "writing", path: tmp.join(COMPLETE), cause: e })?;
             if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { op: "replacing", path: dir.clone(), source: e })?;
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { op: "replacing", path: dir.clone(), cause: e })?;
             }
-            std::fs::rename(&tmp, &dir).map_err(|e| Error::Io { op: "renaming into", path: dir.clone(), source: e })
+            std::fs::rename(&tmp, &dir).map_err(|e| Error::Io { op: "renaming into", path: dir.clone(), cause: e })
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&tmp);

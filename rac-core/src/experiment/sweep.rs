@@ -22,10 +22,11 @@ pub struct Sweep {
 impl Sweep {
     /// Parse `key=v1,v2,...`.
     pub fn parse(s: &str) -> Result<Self> {
-        let (key, values) = s.split_once('=').ok_or_else(|| Error::InvalidInput(format!("--set expects key=v1,v2,..., found `{s}`")))?;
+        let bad = |field: &str, message: String| Error::InvalidField { path: "--set".into(), field: field.into(), message };
+        let (key, values) = s.split_once('=').ok_or_else(|| bad(s, "expects key=v1,v2,...".into()))?;
         let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
         if values.is_empty() {
-            return Err(Error::InvalidInput(format!("--set {key}= has no values")));
+            return Err(bad(key.trim(), "has no values".into()));
         }
         Ok(Sweep { key: key.trim().to_string(), values })
     }

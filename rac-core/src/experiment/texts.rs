@@ -119,7 +119,7 @@ pub fn frozen_text_features(encoder: &dyn TextEncoder, texts: &[String], cache_d
     fsio::create_dir_all(cache_dir)?;
     let tmp = fsio::temp_sibling(&path);
     candle_core::safetensors::save(&HashMap::from([("features".to_string(), feats.clone())]), &tmp)?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::Io { op: "renaming into", path: path.clone(), source: e })?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::Io { op: "renaming into", path: path.clone(), cause: e })?;
     Ok(feats)
 }
 

@@ -285,6 +285,8 @@ impl FeatureStore {
         if let CacheOutcome::Recomputed { reason } = &outcome {
             progress.warn(&format!("feature store entry {} is damaged ({reason}); encoding it again", self.entry_dir(&key).display()));
         }
+        // Minutes of encoding must not end in "cannot write": try the store's folder first.
+        self.check_writable(&key)?;
         let what = format!("{} {} with {}", ds.name(), split.name(), encoder.name());
         let start = Instant::now();
         let vectors = encode_split(data, encoder, &key.preprocess, options, progress, &what)?;
@@ -292,6 +294,18 @@ impl FeatureStore {
         let ids: Vec<String> = (0..data.len()).map(|i| data.item_id(i)).collect();
         let meta = self.write(&key, &vectors, &ids, &data.labels, seconds)?;
         Ok((Features { vectors, ids, labels: data.labels.clone(), meta }, outcome))
+    }
+
+    /// Whether an entry for `key` can be written: its folder's parent is made, and a probe
+    /// file created and removed in it.
+    fn check_writable(&self, key: &FeatureKey) -> Result<()> {
+        let dir = self.entry_dir(key);
+        let parent = dir.parent().expect("entries live in a folder");
+        fsio::create_dir_all(parent)?;
+        let probe = fsio::temp_sibling(&dir);
+        std::fs::write(&probe, b"").map_err(|e| Error::Io { op: "writing into the feature store at", path: parent.to_path_buf(), cause: e })?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
     }
 
     fn write(&self, key: &FeatureKey, vectors: &Tensor, ids: &[String], labels: &[usize], seconds: f64) -> Result<FeatureMeta> {
@@ -331,9 +345,9 @@ impl FeatureStore {
             let json = serde_json::to_vec_pretty(&meta).expect("meta serialises");
             fsio::write_atomic(&tmp.join(META_FILE), &json)?;
             if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { op: "removing damaged entry", path: dir.clone(), source: e })?;
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { op: "removing damaged entry", path: dir.clone(), cause: e })?;
             }
-            std::fs::rename(&tmp, &dir).map_err(|e| Error::Io { op: "renaming into place", path: dir.clone(), source: e })?;
+            std::fs::rename(&tmp, &dir).map_err(|e| Error::Io { op: "renaming into place", path: dir.clone(), cause: e })?;
             Ok(meta)
         })();
         if result.is_err() {

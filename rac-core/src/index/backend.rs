@@ -175,16 +175,51 @@ fn arroy_query<D: arroy::Distance>(
     q.by_vector(rtxn, query)
 }
 
-/// Normalise each row of `data` (`dim` columns) to unit L2 norm when the metric is cosine.
-/// Returns the index of the first zero row, which cannot be normalised.
-pub(crate) fn prepare_rows(data: &mut [f32], dim: usize, metric: Metric) -> std::result::Result<(), usize> {
-    if metric != Metric::Cosine {
-        return Ok(());
+/// Why a row cannot be searched with or stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadRow {
+    /// A value is NaN or infinite (under every metric: it would give distances 0 or inf).
+    NotFinite(usize),
+    /// All zeros, under cosine (no direction).
+    Zero(usize),
+}
+
+impl BadRow {
+    /// "row R holds a value that is not finite" / "row R is all zeros and …".
+    pub(crate) fn describe(self) -> String {
+        match self {
+            BadRow::NotFinite(r) => format!("row {r} holds a value that is not finite (NaN or infinity)"),
+            BadRow::Zero(r) => format!("row {r} is all zeros and has no cosine direction"),
+        }
     }
-    for (i, row) in data.chunks_mut(dim).enumerate() {
+}
+
+/// The first row of `data` that [`prepare_rows`] would refuse, without changing anything.
+pub(crate) fn check_rows(data: &[f32], dim: usize, metric: Metric) -> std::result::Result<(), BadRow> {
+    for (i, row) in data.chunks(dim.max(1)).enumerate() {
+        if row.iter().any(|x| !x.is_finite()) {
+            return Err(BadRow::NotFinite(i));
+        }
+        if metric == Metric::Cosine && row.iter().map(|x| x * x).sum::<f32>().sqrt() <= f32::MIN_POSITIVE {
+            return Err(BadRow::Zero(i));
+        }
+    }
+    Ok(())
+}
+
+/// Check each row of `data` (`dim` columns) and normalise it to unit L2 norm when the
+/// metric is cosine. Returns the first row that cannot be used, and why.
+pub(crate) fn prepare_rows(data: &mut [f32], dim: usize, metric: Metric) -> std::result::Result<(), BadRow> {
+    for (i, row) in data.chunks_mut(dim.max(1)).enumerate() {
+        if row.iter().any(|x| !x.is_finite()) {
+            return Err(BadRow::NotFinite(i));
+        }
+        if metric != Metric::Cosine {
+            continue;
+        }
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm <= f32::MIN_POSITIVE || !norm.is_finite() {
-            return Err(i);
+            return Err(BadRow::Zero(i));
         }
         row.iter_mut().for_each(|x| *x /= norm);
     }

@@ -144,7 +144,7 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
             let dir = tempfile::Builder::new().prefix(&format!("bench-{backend}-")).tempdir_in(work_dir).map_err(|e| Error::Io {
                 op: "creating a folder in",
                 path: work_dir.to_path_buf(),
-                source: e,
+                cause: e,
             })?;
             log(&format!("building {backend} on {n} x {dim} ..."));
             let t0 = Instant::now();

@@ -50,7 +50,7 @@ impl std::str::FromStr for Backend {
             "arroy" => Ok(Backend::Arroy),
             "hnsw" => Ok(Backend::Hnsw),
             "exact" => Ok(Backend::Exact),
-            other => Err(Error::InvalidInput(format!("unknown index backend `{other}` (expected arroy, hnsw or exact)"))),
+            other => Err(Error::UnknownSpec { what: "index backend", spec: other.into(), known: "arroy, hnsw, exact" }),
         }
     }
 }
@@ -87,7 +87,7 @@ impl std::str::FromStr for Metric {
         match s {
             "cosine" => Ok(Metric::Cosine),
             "l2" => Ok(Metric::L2),
-            other => Err(Error::InvalidInput(format!("unknown metric `{other}` (expected cosine or l2)"))),
+            other => Err(Error::UnknownSpec { what: "metric", spec: other.into(), known: "cosine, l2" }),
         }
     }
 }

@@ -12,6 +12,10 @@ use candle_core::{DType, Device};
 use super::retrieval::Source;
 use crate::error::{Error, Result};
 
+/// Class ids must lie below this: per-class tables are sized by the largest id, and no data
+/// set comes near it (ImageNet-21k has 21,841 classes), so a larger one is damage, not data.
+pub const MAX_CLASS_ID: u32 = 1 << 24;
+
 /// A feature matrix with labels, read from a safetensors file.
 #[derive(Debug, Clone)]
 pub struct FeatureFile {
@@ -58,6 +62,9 @@ impl FeatureFile {
             return Err(tensor_err("features", format!("expected a float type, found {:?}", features.dtype())));
         }
         let vectors = features.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
+            return Err(tensor_err("features", format!("row {} holds a value that is not finite (NaN or infinity)", i / dim.max(1))));
+        }
         let labels_t = tensors.get("labels").ok_or_else(|| tensor_err("labels", "missing".into()))?;
         if labels_t.dims() != [n] {
             return Err(tensor_err("labels", format!("expected [{n}] to match `features`, found {:?}", labels_t.dims())));
@@ -69,7 +76,12 @@ impl FeatureFile {
         let labels = labels_i64
             .iter()
             .enumerate()
-            .map(|(i, &l)| u32::try_from(l).map_err(|_| tensor_err("labels", format!("row {i}: label {l} is not a class id"))))
+            .map(|(i, &l)| {
+                u32::try_from(l)
+                    .ok()
+                    .filter(|&l| l < MAX_CLASS_ID)
+                    .ok_or_else(|| tensor_err("labels", format!("row {i}: label {l} is not a class id (0 to {})", MAX_CLASS_ID - 1)))
+            })
             .collect::<Result<Vec<u32>>>()?;
         let list = |key: &str| -> Result<Option<Vec<String>>> {
             match meta.metadata().as_ref().and_then(|m| m.get(key)) {
@@ -129,7 +141,7 @@ impl FeatureFile {
             crate::fsio::create_dir_all(parent)?;
         }
         safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(st_err)?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::Io { op: "writing", path: path.to_path_buf(), source: e })
+        std::fs::rename(&tmp, path).map_err(|e| Error::Io { op: "writing", path: path.to_path_buf(), cause: e })
     }
 
     /// Set the text of each label from a file of one text per line (label 0 first).

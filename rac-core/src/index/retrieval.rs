@@ -253,6 +253,10 @@ impl RetrievalIndex {
             if sources[..i].iter().any(|b| b.name == a.name) {
                 return Err(Error::SourceExists { path: path.to_path_buf(), name: a.name.clone() });
             }
+            // Before any folder is made: a refused row must leave nothing behind.
+            if let Err(bad) = backend::check_rows(&a.vectors, a.dim, config.metric) {
+                return Err(Error::InvalidInput(format!("source `{}`: {}", a.name, bad.describe())));
+            }
         }
         let store = match Store::open(path) {
             Ok(existing) => existing,
@@ -464,8 +468,8 @@ impl RetrievalIndex {
             return Err(Error::IndexK { path: path.to_path_buf(), k, reason: format!("the index holds only {} items{extra}", self.len()) });
         }
         let mut queries = queries.to_vec();
-        if let Err(row) = backend::prepare_rows(&mut queries, dim, self.config().metric) {
-            return Err(Error::InvalidInput(format!("{}: query row {row} is all zeros and has no cosine direction", path.display())));
+        if let Err(bad) = backend::prepare_rows(&mut queries, dim, self.config().metric) {
+            return Err(Error::InvalidInput(format!("{}: query {}", path.display(), bad.describe())));
         }
         let mut hits = self.raw_search(&queries, k_search)?;
         if drop_self {
@@ -540,7 +544,9 @@ impl RetrievalIndex {
         self.require_items()?;
         let dim = self.dim();
         let mut queries = queries.to_vec();
-        let _ = backend::prepare_rows(&mut queries, dim, self.config().metric);
+        if let Err(bad) = backend::prepare_rows(&mut queries, dim, self.config().metric) {
+            return Err(Error::InvalidInput(format!("{}: query {}", self.path().display(), bad.describe())));
+        }
         if self.config().backend == Backend::Exact {
             let m = self.exact_matrix()?;
             return queries
@@ -603,8 +609,8 @@ impl RetrievalIndex {
             }
             dim = s.dim;
             let mut v = s.vectors.clone();
-            if let Err(row) = backend::prepare_rows(&mut v, s.dim, metric) {
-                return Err(Error::InvalidInput(format!("source `{}`: row {row} is all zeros and has no cosine direction", s.name)));
+            if let Err(bad) = backend::prepare_rows(&mut v, s.dim, metric) {
+                return Err(Error::InvalidInput(format!("source `{}`: {}", s.name, bad.describe())));
             }
             prepared.push(v);
         }

@@ -220,6 +220,50 @@ pub(crate) struct Store {
     pub failpoint: Option<Failpoint>,
 }
 
+/// LMDB trusts its file and maps it whole: a foreign file can make it misbehave, and one
+/// shorter than its own meta pages say (a copy taken while it was written, a partial sync)
+/// makes the first read past its end a SIGBUS. So before LMDB sees `data`, read its two meta
+/// pages: the magic, the page size, and the last page the newer one (larger txnid) uses.
+fn check_data_file(path: &Path, data: &Path) -> Result<()> {
+    // Offsets in a meta page: a 16-byte page header, then MDB_meta: magic (u32) at 16, the
+    // page size in the free database's `md_pad` (u32) at 40, `mm_last_pg` (u64) at 136 and
+    // `mm_txnid` (u64) at 144.
+    const MAGIC_AT: usize = 16;
+    const PSIZE_AT: usize = 40;
+    const LAST_PG_AT: usize = 136;
+    const TXNID_AT: usize = 144;
+    let damaged = |reason: String| Error::NotAnIndex { path: path.to_path_buf(), reason };
+    let mut file = std::fs::File::open(data).map_err(|e| Error::io("opening", "index data file", data, e))?;
+    let len = file.metadata().map_err(|e| Error::io("reading", "index data file", data, e))?.len();
+    let mut first = [0u8; 152];
+    if std::io::Read::read_exact(&mut file, &mut first).is_err() {
+        return Err(damaged(format!("its data.mdb is {len} bytes, too short for an LMDB environment")));
+    }
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    if u32_at(&first, MAGIC_AT) != LMDB_MAGIC {
+        return Err(damaged("its data.mdb is not an LMDB environment".into()));
+    }
+    let psize = u32_at(&first, PSIZE_AT) as u64;
+    if !psize.is_power_of_two() || !(512..=65536).contains(&psize) {
+        return Err(damaged(format!("its data.mdb records a page size of {psize} bytes: the file is damaged")));
+    }
+    let mut second = [0u8; 152];
+    let read_second =
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(psize)).and_then(|_| std::io::Read::read_exact(&mut file, &mut second)).is_ok();
+    let metas: Vec<&[u8]> = if read_second && u32_at(&second, MAGIC_AT) == LMDB_MAGIC { vec![&first, &second] } else { vec![&first] };
+    let newest = metas.iter().max_by_key(|m| u64_at(m, TXNID_AT)).expect("one meta page");
+    let need = u64_at(newest, LAST_PG_AT).saturating_add(1).saturating_mul(psize);
+    if len < need.max(2 * psize) {
+        return Err(damaged(format!(
+            "it is damaged: data.mdb is {len} bytes, but its meta pages need {} (truncated while it was copied or written?); \
+             remove the folder and rebuild it with `rac index build`",
+            need.max(2 * psize)
+        )));
+    }
+    Ok(())
+}
+
 fn open_env(path: &Path, map_size: usize) -> Result<Env<WithoutTls>> {
     let mut opts = EnvOpenOptions::new().read_txn_without_tls();
     opts.map_size(map_size).max_dbs(12);
@@ -316,15 +360,7 @@ impl Store {
         }
         let data = data_file(path);
         let len = std::fs::metadata(&data).map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: NO_DATA.into() })?.len() as usize;
-        // LMDB trusts its file: a foreign file can make it misbehave, so check the magic of
-        // the first meta page (after its 16-byte page header) before handing it over.
-        let mut head = [0u8; 24];
-        let magic_ok = std::fs::File::open(&data)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-            .is_ok_and(|_| u32::from_le_bytes([head[16], head[17], head[18], head[19]]) == LMDB_MAGIC);
-        if !magic_ok {
-            return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: "its data.mdb is not an LMDB environment".into() });
-        }
+        check_data_file(path, &data)?;
         // Open with the generous default first; the stored config may ask for more.
         let map_size = IndexConfig::default().map_size.max(len.next_power_of_two());
         let env = open_env(path, map_size)?;
@@ -356,6 +392,11 @@ impl Store {
         if path.exists() {
             let mut entries = std::fs::read_dir(path).map_err(|e| Error::io("reading folder", "index folder", path, e))?;
             let has_data = data_file(path).is_file();
+            // An interrupted first build is re-opened and finished; a damaged environment is
+            // never handed to LMDB (and never silently replaced: it may hold the only copy).
+            if has_data {
+                check_data_file(path, &data_file(path))?;
+            }
             if !has_data && entries.next().is_some() {
                 return Err(Error::NotAnIndex {
                     path: path.to_path_buf(),

@@ -100,6 +100,24 @@ fn default_max_margin() -> f64 {
     0.5
 }
 
+impl LossConfig {
+    /// Check every value (finite, in its range); errors name the field within `[loss]`.
+    /// Experiments call it at load, so a loss is never built from a NaN.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, message: String| Err(Error::Setting { field: field.into(), message });
+        if !self.tau.is_finite() || self.tau < 0.0 {
+            return bad("tau", format!("must be a finite number >= 0, found {}", self.tau));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad("label_smoothing", format!("must lie in [0, 1), found {}", self.label_smoothing));
+        }
+        if !(self.ldam_max_margin.is_finite() && self.ldam_max_margin > 0.0) {
+            return bad("ldam_max_margin", format!("must be a finite number > 0, found {}", self.ldam_max_margin));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LossConfig {
     fn default() -> Self {
         LossConfig {
@@ -130,9 +148,6 @@ impl LongTailLoss {
     pub fn new(config: &LossConfig, class_counts: &[usize], device: &Device) -> Result<Self> {
         if class_counts.is_empty() || class_counts.contains(&0) {
             return Err(Error::InvalidInput("every class needs a positive training count for the loss".into()));
-        }
-        if !(0.0..1.0).contains(&config.label_smoothing) {
-            return Err(Error::InvalidInput(format!("loss.label_smoothing must lie in [0, 1), found {}", config.label_smoothing)));
         }
         let c = class_counts.len();
         let n: f64 = class_counts.iter().sum::<usize>() as f64;

@@ -49,6 +49,31 @@ fn default_clip() -> f64 {
     1.0
 }
 
+impl OptimConfig {
+    /// Check every value (finite, in its range); errors name the field within `[optim]`.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, message: String| Err(Error::Setting { field: field.into(), message });
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", format!("must be a finite number > 0, found {}", self.lr));
+        }
+        for (i, b) in self.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                return bad("betas", format!("beta{} must lie in [0, 1), found {b}", i + 1));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("eps", format!("must be a finite number > 0, found {}", self.eps));
+        }
+        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
+            return bad("weight_decay", format!("must be a finite number >= 0, found {}", self.weight_decay));
+        }
+        if !self.clip_norm.is_finite() || self.clip_norm < 0.0 {
+            return bad("clip_norm", format!("must be a finite number >= 0 (0 disables clipping), found {}", self.clip_norm));
+        }
+        Ok(())
+    }
+}
+
 impl Default for OptimConfig {
     fn default() -> Self {
         OptimConfig { lr: default_lr(), betas: default_betas(), eps: default_eps(), weight_decay: default_wd(), clip_norm: default_clip() }

@@ -75,6 +75,31 @@ fn default_small_lr() -> f64 {
     1e-7
 }
 
+impl TrainConfig {
+    /// Check every value; errors name the field within `[train]`.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, message: String| Err(Error::Setting { field: field.into(), message });
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if self.eval_batch_size == 0 {
+            return bad("eval_batch_size", "must be at least 1".into());
+        }
+        if self.warmup_epochs > self.epochs {
+            return bad("warmup_epochs", format!("{} is more than train.epochs ({})", self.warmup_epochs, self.epochs));
+        }
+        for (field, v) in [("warmup_lr", self.warmup_lr), ("min_lr", self.min_lr)] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(field, format!("must be a finite number >= 0, found {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {

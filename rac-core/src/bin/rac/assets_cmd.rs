@@ -35,7 +35,13 @@ pub fn run(cmd: AssetsCmd, cache: &AssetCache) -> Result<()> {
             println!("{:<20} {:<8} {:>10}  {:<50} path", "asset", "present", "size", "package");
             for s in status {
                 let size = if s.present { format!("{:.1} MB", s.size_bytes as f64 / 1e6) } else { "-".into() };
-                let present = if s.present { "yes" } else { "no" };
+                let present = if s.present {
+                    "yes".to_string()
+                } else if s.damaged.is_empty() {
+                    "no".to_string()
+                } else {
+                    format!("DAMAGED ({}; run `rac assets fetch {}`)", s.damaged.join(", "), s.name)
+                };
                 println!("{:<20} {:<8} {:>10}  {:<50} {}", s.name, present, size, s.package, s.path.display());
             }
         }
