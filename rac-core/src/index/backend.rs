@@ -194,34 +194,32 @@ impl BadRow {
     }
 }
 
+/// The L2 norm of row `i`, or why it cannot be used: not finite under any metric, zero
+/// under cosine. The one row check of the index: sources, queries, feature files.
+fn checked_norm(i: usize, row: &[f32], metric: Metric) -> std::result::Result<f32, BadRow> {
+    if row.iter().any(|x| !x.is_finite()) {
+        return Err(BadRow::NotFinite(i));
+    }
+    let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if metric == Metric::Cosine && (norm <= f32::MIN_POSITIVE || !norm.is_finite()) {
+        return Err(BadRow::Zero(i));
+    }
+    Ok(norm)
+}
+
 /// The first row of `data` that [`prepare_rows`] would refuse, without changing anything.
 pub(crate) fn check_rows(data: &[f32], dim: usize, metric: Metric) -> std::result::Result<(), BadRow> {
-    for (i, row) in data.chunks(dim.max(1)).enumerate() {
-        if row.iter().any(|x| !x.is_finite()) {
-            return Err(BadRow::NotFinite(i));
-        }
-        if metric == Metric::Cosine && row.iter().map(|x| x * x).sum::<f32>().sqrt() <= f32::MIN_POSITIVE {
-            return Err(BadRow::Zero(i));
-        }
-    }
-    Ok(())
+    data.chunks(dim.max(1)).enumerate().try_for_each(|(i, row)| checked_norm(i, row, metric).map(|_| ()))
 }
 
 /// Check each row of `data` (`dim` columns) and normalise it to unit L2 norm when the
 /// metric is cosine. Returns the first row that cannot be used, and why.
 pub(crate) fn prepare_rows(data: &mut [f32], dim: usize, metric: Metric) -> std::result::Result<(), BadRow> {
     for (i, row) in data.chunks_mut(dim.max(1)).enumerate() {
-        if row.iter().any(|x| !x.is_finite()) {
-            return Err(BadRow::NotFinite(i));
+        let norm = checked_norm(i, row, metric)?;
+        if metric == Metric::Cosine {
+            row.iter_mut().for_each(|x| *x /= norm);
         }
-        if metric != Metric::Cosine {
-            continue;
-        }
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm <= f32::MIN_POSITIVE || !norm.is_finite() {
-            return Err(BadRow::Zero(i));
-        }
-        row.iter_mut().for_each(|x| *x /= norm);
     }
     Ok(())
 }

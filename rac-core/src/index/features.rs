@@ -62,8 +62,8 @@ impl FeatureFile {
             return Err(tensor_err("features", format!("expected a float type, found {:?}", features.dtype())));
         }
         let vectors = features.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
-            return Err(tensor_err("features", format!("row {} holds a value that is not finite (NaN or infinity)", i / dim.max(1))));
+        if let Err(bad) = super::backend::check_rows(&vectors, dim, super::config::Metric::L2) {
+            return Err(tensor_err("features", bad.describe()));
         }
         let labels_t = tensors.get("labels").ok_or_else(|| tensor_err("labels", "missing".into()))?;
         if labels_t.dims() != [n] {

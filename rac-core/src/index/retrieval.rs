@@ -58,8 +58,9 @@ impl Source {
         if texts.len() != n || labels.len() != n {
             return bad(format!("{n} vectors but {} texts and {} labels", texts.len(), labels.len()));
         }
-        if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
-            return bad(format!("row {} holds a value that is not finite", i / dim));
+        // Finite values only; a zero row is the metric's question, asked when it is stored.
+        if let Err(row) = backend::check_rows(&vectors, dim, Metric::L2) {
+            return bad(row.describe());
         }
         let keys = (0..n).map(|i| format!("{name}/{i}")).collect();
         Ok(Source { name, dim, vectors, keys, texts, labels })
