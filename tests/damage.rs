@@ -119,7 +119,7 @@ fn long_tail_numbers_are_bounded_at_load() {
 fn vectors_that_are_not_finite_are_rejected_on_every_metric() {
     let dir = tempfile::tempdir().unwrap();
     for metric in [Metric::L2, Metric::Cosine] {
-        for backend in [Backend::Exact, Backend::Hnsw, Backend::Arroy] {
+        for backend in Backend::ALL {
             let ix_dir = dir.path().join(format!("{backend}-{metric:?}"));
             let index = RetrievalIndex::build(&ix_dir, &IndexConfig { backend, metric, ..IndexConfig::default() }, &[source("train")]).unwrap();
             for bad in [f32::NAN, f32::INFINITY] {

@@ -5,7 +5,9 @@
 
 IndexFlatIP is exact inner-product search (the vectors are unit-norm, so it ranks by
 cosine) and gives the ground truth; IndexHNSWFlat(M=32) runs with the same
-ef_construction as ours and a sweep of efSearch. Columns: build_s, size_MiB (serialised
+ef_construction as ours and a sweep of efSearch. With --usearch-wheel, USearch's own
+Python wheel (the same C++ core as our `usearch` backend, its own SIMD build) runs the
+same sweep: it shows what the library gives without our Rust, LMDB and checksum layers. Columns: build_s, size_MiB (serialised
 index), recall@1/10/30 against the flat index, single-query latency (mean, p50, p99, ms),
 batched queries/s (all queries in one call, k = 30). Run by hand, not in CI.
 """
@@ -35,11 +37,15 @@ def measure(name, params, index, build_s, xq, truth, single):
         t = time.perf_counter()
         index.search(q[None, :], k)
         times.append((time.perf_counter() - t) * 1e3)
-    times = np.sort(np.array(times))
     size = len(faiss.serialize_index(index))
+    return row_of(name, params, index.ntotal, index.d, xq, build_s, size, ids, truth, times, qps)
+
+
+def row_of(name, params, n, d, xq, build_s, size, ids, truth, times, qps):
+    times = np.sort(np.array(times))
     truth = ids if truth is None else truth
     row = dict(
-        backend=name, params=params, n_items=index.ntotal, dim=index.d, n_queries=len(xq),
+        backend=name, params=params, n_items=n, dim=d, n_queries=len(xq),
         build_s=build_s, size_bytes=size,
         recall_at_1=recall(ids, truth, 1), recall_at_10=recall(ids, truth, 10), recall_at_30=recall(ids, truth, 30),
         query_ms_mean=float(times.mean()), query_ms_p50=float(np.percentile(times, 50, method="nearest")),
@@ -82,6 +88,8 @@ def run(args):
         row, _ = measure("faiss-hnsw", f"HNSW32 efConstruction={args.ef_construction} efSearch={ef}", hnsw, build_s, xq, truth, args.single)
         rows.append(row)
         print(table([row]).splitlines()[1], flush=True)
+    if args.usearch_wheel:
+        rows += usearch_rows(args, xb, xq, truth)
     print()
     print(table(rows))
     if args.json:
@@ -89,25 +97,80 @@ def run(args):
             json.dump(rows, f, indent=2)
 
 
-def compare(ours_path, faiss_path):
+def usearch_rows(args, xb, xq, truth):
+    """USearch's Python wheel on the same vectors: f32, inner product, connectivity 32."""
+    import usearch
+    from usearch.index import Index
+
+    k = KS[-1]
+    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    print(f"usearch wheel {usearch.__version__}, {threads} threads", flush=True)
+    t0 = time.perf_counter()
+    index = Index(ndim=xb.shape[1], metric="ip", dtype="f32", connectivity=32, expansion_add=args.ef_construction)
+    index.add(np.arange(len(xb)), xb, threads=threads)
+    build_s = time.perf_counter() - t0
+    size = len(index.save())
+    rows = []
+    for ef in args.ef_search:
+        index.expansion_search = ef
+        t0 = time.perf_counter()
+        ids = index.search(xq, k, threads=threads).keys
+        qps = len(xq) / (time.perf_counter() - t0)
+        times = []
+        for q in xq[:args.single]:
+            t = time.perf_counter()
+            index.search(q, k)
+            times.append((time.perf_counter() - t) * 1e3)
+        row = row_of("usearch-py", f"M=32 efConstruction={args.ef_construction} efSearch={ef} f32", len(xb), xb.shape[1], xq, build_s,
+                     size, ids, truth, times, qps)
+        rows.append(row)
+        print(table([row]).splitlines()[1], flush=True)
+    return rows
+
+
+def compare(ours_path, faiss_path, load):
     ours, theirs = json.load(open(ours_path)), json.load(open(faiss_path))
     print("ours (rac index bench)")
     print(table(ours))
-    print("\nFAISS (faiss-cpu)")
+    print("\nreference (faiss-cpu%s)" % (", usearch wheel" if any(r["backend"] == "usearch-py" for r in theirs) else ""))
     print(table(theirs))
+    if load:
+        print("\nload average (1, 5, 15 min) before each side: %s" % load)
 
     def best(rows, backend):
         ok = [r for r in rows if r["backend"] == backend and r["recall_at_30"] >= 0.99]
         return max(ok, key=lambda r: r["batched_qps"]) if ok else None
 
     print()
-    h_ours, h_faiss = best(ours, "hnsw"), best(theirs, "faiss-hnsw")
-    if h_ours and h_faiss:
-        print("HNSW at recall@30 >= 0.99: ours %.0f q/s (%s, R@30 %.4f) vs faiss %.0f q/s (%s, R@30 %.4f): ratio %.2f" % (
-            h_ours["batched_qps"], h_ours["params"], h_ours["recall_at_30"], h_faiss["batched_qps"], h_faiss["params"],
-            h_faiss["recall_at_30"], h_ours["batched_qps"] / h_faiss["batched_qps"]))
-    else:
-        print("HNSW: no row reaches recall@30 >= 0.99 on %s" % ("our side" if not h_ours else "the faiss side"))
+    h_faiss = best(theirs, "faiss-hnsw")
+    for ours_name in ("usearch", "hnsw"):
+        h_ours = best(ours, ours_name)
+        if not [r for r in ours if r["backend"] == ours_name]:
+            continue
+        if h_ours and h_faiss:
+            print("%s at recall@30 >= 0.99: ours %.0f q/s (%s, R@30 %.4f) vs faiss HNSW32 %.0f q/s (%s, R@30 %.4f): ratio %.2f" % (
+                ours_name, h_ours["batched_qps"], h_ours["params"], h_ours["recall_at_30"], h_faiss["batched_qps"], h_faiss["params"],
+                h_faiss["recall_at_30"], h_ours["batched_qps"] / h_faiss["batched_qps"]))
+            print("  single-query p50: %.3f ms vs %.3f ms: ratio %.2f (ours / faiss)" % (
+                h_ours["query_ms_p50"], h_faiss["query_ms_p50"], h_ours["query_ms_p50"] / h_faiss["query_ms_p50"]))
+            print("  build (efConstruction %s): %.1f s vs %.1f s: ratio %.2f (ours / faiss)" % (
+                h_ours["params"].split("ef_construction=")[1].split()[0], h_ours["build_s"], h_faiss["build_s"],
+                h_ours["build_s"] / h_faiss["build_s"]))
+        else:
+            print("%s: no row reaches recall@30 >= 0.99 on %s" % (ours_name, "our side" if not h_ours else "the faiss side"))
+    h_wheel = best(theirs, "usearch-py")
+    h_ours = best(ours, "usearch")
+    if h_wheel and h_ours:
+        print("usearch through rac vs its own wheel: %.0f vs %.0f q/s (ratio %.2f), build %.1f vs %.1f s" % (
+            h_ours["batched_qps"], h_wheel["batched_qps"], h_ours["batched_qps"] / h_wheel["batched_qps"], h_ours["build_s"],
+            h_wheel["build_s"]))
+    seen = set()
+    for r in ours:
+        if r.get("add_source_s") is not None and r["backend"] not in seen:
+            seen.add(r["backend"])
+            print("%s: adding %d items %.2f s, removing them %.2f s: %.1f%% / %.1f%% of the full build" % (
+                r["backend"], r["n_queries"], r["add_source_s"], r["remove_source_s"], 100 * r["add_source_s"] / r["build_s"],
+                100 * r["remove_source_s"] / r["build_s"]))
     e_ours = [r for r in ours if r["backend"] == "exact"][0]
     e_faiss = [r for r in theirs if r["backend"] == "faiss-flat"][0]
     print("exact: ours %.0f q/s vs IndexFlatIP %.0f q/s: ratio %.2f" % (
@@ -122,8 +185,10 @@ if __name__ == "__main__":
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     p.add_argument("--single", type=int, default=200, help="queries timed one at a time")
+    p.add_argument("--usearch-wheel", action="store_true", help="also run USearch's Python wheel")
+    p.add_argument("--load", default="", help="the load averages to print beside the tables")
     a = p.parse_args()
     if a.compare:
-        compare(*a.compare)
+        compare(*a.compare, a.load)
     else:
         run(a)

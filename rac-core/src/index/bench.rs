@@ -1,6 +1,6 @@
 //! The index benchmark behind `rac index bench`: every backend on the same vectors, with
-//! build time, size on disk, recall@1/10/30 against exact search, single-query latency
-//! (mean, p50, p99) and batched throughput. The same table is printed by the FAISS
+//! build time, size on disk, open time, recall@1/10/30 against exact search, single-query
+//! latency (mean, p50, p99) and batched throughput. The same table is printed by the FAISS
 //! comparison script under `benches/`, so the two can be set side by side.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{Backend, HNSW_M, IndexConfig, Metric};
+use super::config::{Backend, HNSW_M, IndexConfig, Metric, Storage};
 use super::retrieval::{ItemId, RetrievalIndex, Source};
 use crate::error::{Error, Result};
 
@@ -22,10 +22,17 @@ pub struct BenchSpec {
     pub backends: Vec<Backend>,
     /// The metric.
     pub metric: Metric,
-    /// HNSW `ef_construction`.
+    /// HNSW `ef_construction` (hannoy and usearch).
     pub hnsw_ef_construction: usize,
-    /// HNSW `ef_search` values, one row each (one build).
+    /// HNSW `ef_search` values, one row each (one build per HNSW backend and storage).
     pub hnsw_ef_search: Vec<usize>,
+    /// usearch vector storages, one build each.
+    pub usearch_storage: Vec<Storage>,
+    /// Build every index with `deterministic = true` (one thread, id order).
+    pub deterministic: bool,
+    /// Also time adding the queries to each built index as a source of their own, and
+    /// removing it again (the cost of a change against a full build).
+    pub incremental: bool,
     /// arroy tree counts, one build each.
     pub arroy_trees: Vec<usize>,
     /// arroy `search_k` values, one row each per build.
@@ -42,6 +49,9 @@ impl Default for BenchSpec {
             metric: Metric::Cosine,
             hnsw_ef_construction: d.hnsw.ef_construction,
             hnsw_ef_search: vec![d.hnsw.ef_search],
+            usearch_storage: vec![d.usearch.storage],
+            deterministic: false,
+            incremental: false,
             arroy_trees: vec![d.arroy.n_trees],
             arroy_search_k: vec![d.arroy.search_k],
             single_queries: 200,
@@ -52,7 +62,7 @@ impl Default for BenchSpec {
 /// One row of the table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchRow {
-    /// `exact`, `hnsw` or `arroy`.
+    /// `exact`, `usearch`, `hnsw` or `arroy`.
     pub backend: String,
     /// The backend's settings.
     pub params: String,
@@ -64,8 +74,12 @@ pub struct BenchRow {
     pub n_queries: usize,
     /// Seconds to build the index (from vectors in memory to a committed LMDB environment).
     pub build_s: f64,
-    /// Size of the data file in bytes.
+    /// Size of the index folder's files in bytes (LMDB, and usearch's graph file).
     pub size_bytes: u64,
+    /// Seconds to open the built folder again and answer one query (LMDB maps its file;
+    /// usearch reads, checks and loads its graph; exact loads its matrix).
+    #[serde(default)]
+    pub open_s: f64,
     /// Recall@1 against exact search.
     pub recall_at_1: f64,
     /// Recall@10 against exact search.
@@ -80,6 +94,12 @@ pub struct BenchRow {
     pub query_ms_p99: f64,
     /// Queries per second when all queries are sent as one batch (k = 30).
     pub batched_qps: f64,
+    /// Seconds to add the queries as a source of their own (when measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_source_s: Option<f64>,
+    /// Seconds to remove that source again (when measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_source_s: Option<f64>,
 }
 
 /// Recall@k of `approx` against `exact`: the mean share of each query's true k nearest
@@ -126,10 +146,20 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
         let builds: Vec<IndexConfig> = match backend {
             Backend::Exact => vec![IndexConfig { backend, metric: spec.metric, ..Default::default() }],
             Backend::Hnsw => {
-                let mut c = IndexConfig { backend, metric: spec.metric, ..Default::default() };
+                let mut c = IndexConfig { backend, metric: spec.metric, deterministic: spec.deterministic, ..Default::default() };
                 c.hnsw.ef_construction = spec.hnsw_ef_construction;
                 vec![c]
             }
+            Backend::Usearch => spec
+                .usearch_storage
+                .iter()
+                .map(|&storage| {
+                    let mut c = IndexConfig { backend, metric: spec.metric, deterministic: spec.deterministic, ..Default::default() };
+                    c.hnsw.ef_construction = spec.hnsw_ef_construction;
+                    c.usearch.storage = storage;
+                    c
+                })
+                .collect(),
             Backend::Arroy => spec
                 .arroy_trees
                 .iter()
@@ -148,19 +178,26 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
             })?;
             log(&format!("building {backend} on {n} x {dim} ..."));
             let t0 = Instant::now();
-            let mut index = RetrievalIndex::build(dir.path(), &config, std::slice::from_ref(&source))?;
+            let index = RetrievalIndex::build(dir.path(), &config, std::slice::from_ref(&source))?;
             let build_s = t0.elapsed().as_secs_f64();
             let size_bytes = index.stats()?.size_on_disk;
-            log(&format!("  built in {build_s:.1} s, {:.1} MiB", size_bytes as f64 / (1u64 << 20) as f64));
+            drop(index);
+            let t0 = Instant::now();
+            let mut index = RetrievalIndex::open(dir.path())?;
+            index.search_hits(&queries[..dim], dim, k, false, None)?;
+            let open_s = t0.elapsed().as_secs_f64();
+            log(&format!("  built in {build_s:.1} s, {:.1} MiB, opened in {open_s:.2} s", size_bytes as f64 / (1u64 << 20) as f64));
             let query_settings: Vec<(String, IndexConfig)> = match backend {
                 Backend::Exact => vec![("candle matmul".to_string(), config.clone())],
-                Backend::Hnsw => spec
+                Backend::Hnsw | Backend::Usearch => spec
                     .hnsw_ef_search
                     .iter()
                     .map(|&ef| {
                         let mut c = config.clone();
                         c.hnsw.ef_search = ef;
-                        (format!("M={HNSW_M} ef_construction={} ef_search={ef}", c.hnsw.ef_construction), c)
+                        let storage = if backend == Backend::Usearch { format!(" {}", c.usearch.storage.name()) } else { String::new() };
+                        let det = if c.deterministic { " deterministic" } else { "" };
+                        (format!("M={HNSW_M} ef_construction={} ef_search={ef}{storage}{det}", c.hnsw.ef_construction), c)
                     })
                     .collect(),
                 Backend::Arroy => spec
@@ -173,6 +210,7 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
                     })
                     .collect(),
             };
+            let mut build_rows = Vec::new();
             for (params, qconfig) in query_settings {
                 index.set_query_params(&qconfig)?;
                 let t0 = Instant::now();
@@ -196,6 +234,7 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
                     n_queries: nq,
                     build_s,
                     size_bytes,
+                    open_s,
                     recall_at_1: recall_at(&hits, exact, 1),
                     recall_at_10: recall_at(&hits, exact, 10),
                     recall_at_30: recall_at(&hits, exact, 30),
@@ -203,13 +242,29 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
                     query_ms_p50: percentile(&times, 50.0),
                     query_ms_p99: percentile(&times, 99.0),
                     batched_qps,
+                    add_source_s: None,
+                    remove_source_s: None,
                 };
                 log(&format!(
                     "  {}: recall@30 {:.4}, {:.0} q/s batched, p50 {:.2} ms",
                     row.params, row.recall_at_30, row.batched_qps, row.query_ms_p50
                 ));
-                rows.push(row);
+                build_rows.push(row);
             }
+            if spec.incremental {
+                let added = Source::from_vecs("added", queries.to_vec(), dim, vec![String::new(); nq], vec![0; nq])?;
+                let t0 = Instant::now();
+                index.add_source(&added)?;
+                let add_s = t0.elapsed().as_secs_f64();
+                let t0 = Instant::now();
+                index.remove_source("added")?;
+                let remove_s = t0.elapsed().as_secs_f64();
+                log(&format!("  adding {nq} items: {add_s:.2} s, removing them: {remove_s:.2} s"));
+                for r in &mut build_rows {
+                    (r.add_source_s, r.remove_source_s) = (Some(add_s), Some(remove_s));
+                }
+            }
+            rows.extend(build_rows);
             drop(index);
         }
     }
@@ -219,16 +274,17 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
 /// The rows as an aligned text table.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut s = format!(
-        "{:<7} {:<46} {:>8} {:>9} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>10}\n",
-        "backend", "params", "build_s", "size_MiB", "R@1", "R@10", "R@30", "ms_mean", "ms_p50", "ms_p99", "batch_qps"
+        "{:<7} {:<58} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>10}\n",
+        "backend", "params", "build_s", "size_MiB", "open_s", "R@1", "R@10", "R@30", "ms_mean", "ms_p50", "ms_p99", "batch_qps"
     );
     for r in rows {
         s.push_str(&format!(
-            "{:<7} {:<46} {:>8.2} {:>9.1} {:>7.4} {:>7.4} {:>7.4} {:>8.3} {:>8.3} {:>8.3} {:>10.0}\n",
+            "{:<7} {:<58} {:>8.2} {:>9.1} {:>7.2} {:>7.4} {:>7.4} {:>7.4} {:>8.3} {:>8.3} {:>8.3} {:>10.0}\n",
             r.backend,
             r.params,
             r.build_s,
             r.size_bytes as f64 / (1u64 << 20) as f64,
+            r.open_s,
             r.recall_at_1,
             r.recall_at_10,
             r.recall_at_30,

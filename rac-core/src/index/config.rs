@@ -2,13 +2,15 @@
 //!
 //! It is chosen when an index is built and stored inside it, so a copied index folder
 //! answers queries the same way. The defaults follow the paper (cosine, HNSW with M = 32)
-//! and our measurements on 768-d embeddings (see `rac index bench` and ARCHITECTURE.md).
+//! and our measurements on 768-d embeddings (see `rac index bench`, `benches/faiss/RESULTS.md`
+//! and ARCHITECTURE.md).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The graph degree of the HNSW backend: the paper's M = 32 (64 links on the ground layer).
+/// The graph degree of the HNSW backends: the paper's M = 32 (64 links on the ground layer,
+/// like FAISS's `IndexHNSWFlat(d, 32)`).
 pub const HNSW_M: usize = 32;
 
 /// Which structure answers nearest-neighbour queries.
@@ -17,21 +19,33 @@ pub const HNSW_M: usize = 32;
 pub enum Backend {
     /// arroy: a forest of random-projection trees (Annoy-like) on LMDB.
     Arroy,
-    /// HNSW (the `hannoy` crate) on LMDB: the graph the paper used, with M = 32.
+    /// HNSW (the `hannoy` crate) on LMDB: the graph the paper used, with M = 32, stored
+    /// and searched inside LMDB (no file of its own).
     Hnsw,
+    /// HNSW with M = 32 over flat in-memory arrays (USearch's C++ core), its graph in a
+    /// checksummed file beside LMDB, which keeps the vectors (see `graph.rs`).
+    Usearch,
     /// Batched brute force as a matrix product on candle: the ground truth.
     Exact,
 }
 
 impl Backend {
     /// Every backend, in table order.
-    pub const ALL: [Backend; 3] = [Backend::Exact, Backend::Hnsw, Backend::Arroy];
+    pub const ALL: [Backend; 4] = [Backend::Exact, Backend::Usearch, Backend::Hnsw, Backend::Arroy];
+
+    /// Whether the backend searches the `vectors` database's copy of the vectors (exact
+    /// loads it as a matrix, usearch builds its graph from it); arroy and hannoy keep
+    /// theirs in their own databases.
+    pub fn keeps_vectors_in_lmdb(self) -> bool {
+        matches!(self, Backend::Exact | Backend::Usearch)
+    }
 
     /// The backend's name as used in tables and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Arroy => "arroy",
             Backend::Hnsw => "hnsw",
+            Backend::Usearch => "usearch",
             Backend::Exact => "exact",
         }
     }
@@ -49,8 +63,9 @@ impl std::str::FromStr for Backend {
         match s {
             "arroy" => Ok(Backend::Arroy),
             "hnsw" => Ok(Backend::Hnsw),
+            "usearch" => Ok(Backend::Usearch),
             "exact" => Ok(Backend::Exact),
-            other => Err(Error::UnknownSpec { what: "index backend", spec: other.into(), known: "arroy, hnsw, exact" }),
+            other => Err(Error::UnknownSpec { what: "index backend", spec: other.into(), known: "arroy, hnsw, usearch, exact" }),
         }
     }
 }
@@ -113,7 +128,8 @@ impl Default for ArroyParams {
     }
 }
 
-/// Knobs of the HNSW backend (M is fixed at the paper's 32, see [`HNSW_M`]).
+/// Knobs of the HNSW backends, hannoy's and usearch's (M is fixed at the paper's 32, see
+/// [`HNSW_M`]; usearch calls these `expansion_add` and `expansion_search`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HnswParams {
@@ -130,6 +146,58 @@ impl Default for HnswParams {
     }
 }
 
+/// How the usearch backend stores its vectors inside the graph (the LMDB copy is f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// 32-bit floats: exact distances (usearch's own default is bf16; ours is f32).
+    F32,
+    /// 16-bit floats: half the memory, distances to about 3 decimals.
+    F16,
+    /// 8-bit integers of the unit vectors (cosine only): a quarter of the memory.
+    I8,
+}
+
+impl Storage {
+    /// The storage's name as used in tables and configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::F32 => "f32",
+            Storage::F16 => "f16",
+            Storage::I8 => "i8",
+        }
+    }
+}
+
+impl std::str::FromStr for Storage {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Storage::F32),
+            "f16" => Ok(Storage::F16),
+            "i8" => Ok(Storage::I8),
+            other => Err(Error::UnknownSpec { what: "usearch storage", spec: other.into(), known: "f32, f16, i8" }),
+        }
+    }
+}
+
+/// Knobs of the usearch backend besides the HNSW ones it shares ([`HnswParams`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsearchParams {
+    /// The vectors' storage inside the graph.
+    pub storage: Storage,
+    /// Removed items stay in the graph as deleted nodes (searches skip them); when they pass
+    /// this fraction of the live items, a removal rebuilds the graph from LMDB instead.
+    pub rebuild_deleted_fraction: f64,
+}
+
+impl Default for UsearchParams {
+    fn default() -> Self {
+        UsearchParams { storage: Storage::F32, rebuild_deleted_fraction: 0.2 }
+    }
+}
+
 /// The whole configuration of a retrieval index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -140,10 +208,17 @@ pub struct IndexConfig {
     pub metric: Metric,
     /// arroy's knobs (used when `backend = "arroy"`).
     pub arroy: ArroyParams,
-    /// HNSW's knobs (used when `backend = "hnsw"`).
+    /// HNSW's knobs (used when `backend = "hnsw"` or `"usearch"`).
     pub hnsw: HnswParams,
-    /// Seed of the random choices made while building (tree splits, HNSW levels).
+    /// usearch's own knobs (used when `backend = "usearch"`).
+    pub usearch: UsearchParams,
+    /// Seed of the random choices made while building (tree splits, hannoy's HNSW levels;
+    /// usearch draws its levels from generators with a fixed seed).
     pub seed: u64,
+    /// Build bit-reproducibly: the same vectors and seed give the same structure and the
+    /// same results on every run, whatever the thread count, at the price of building on
+    /// one thread (HNSW nodes inserted in id order). arroy is deterministic either way.
+    pub deterministic: bool,
     /// Initial size of the LMDB map in bytes; it doubles when full, up to `max_map_size`.
     pub map_size: usize,
     /// The largest the LMDB map may grow to, in bytes.
@@ -157,7 +232,9 @@ impl Default for IndexConfig {
             metric: Metric::Cosine,
             arroy: ArroyParams::default(),
             hnsw: HnswParams::default(),
+            usearch: UsearchParams::default(),
             seed: 42,
+            deterministic: false,
             map_size: 1 << 30,
             max_map_size: 1 << 40,
         }
@@ -184,6 +261,13 @@ impl IndexConfig {
         }
         if self.hnsw.ef_search == 0 {
             return bad("hnsw.ef_search", "must be at least 1".into());
+        }
+        let fraction = self.usearch.rebuild_deleted_fraction;
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return bad("usearch.rebuild_deleted_fraction", format!("must be in (0, 1], got {fraction}"));
+        }
+        if self.backend == Backend::Usearch && self.usearch.storage == Storage::I8 && self.metric != Metric::Cosine {
+            return bad("usearch.storage", "i8 stores unit vectors and needs metric = \"cosine\"".into());
         }
         if self.map_size < (1 << 20) {
             return bad("map_size", format!("must be at least 1 MiB, got {}", self.map_size));

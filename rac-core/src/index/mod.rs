@@ -4,7 +4,8 @@
 //! |---|---|
 //! | [`config`] | backends (arroy, HNSW, exact), metrics and their knobs |
 //! | `store` | the LMDB environment, its records, transactional writes, map growth |
-//! | `backend` | arroy and HNSW behind one reader/rebuild interface |
+//! | `backend` | arroy and hannoy's HNSW behind one reader/rebuild interface |
+//! | `graph` | usearch's HNSW: the in-memory graph, its checksummed generation files |
 //! | `exact` | brute force as a candle matrix product (the ground truth) |
 //! | [`retrieval`] | [`RetrievalIndex`]: build, add/remove sources, stats, query |
 //! | [`neighbours`] | [`NeighbourCache`]: neighbour lists stored per (index fingerprint, k_max) |
@@ -38,10 +39,11 @@ pub mod synthetic;
 
 mod backend;
 mod exact;
+mod graph;
 mod store;
 
 pub use crate::fsio::CacheOutcome;
-pub use config::{ArroyParams, Backend, HNSW_M, HnswParams, IndexConfig, Metric};
+pub use config::{ArroyParams, Backend, HNSW_M, HnswParams, IndexConfig, Metric, Storage, UsearchParams};
 pub use exact::ExactMatrix;
 pub use features::FeatureFile;
 pub use knn_eval::{KnnReport, VoteRule, one_nn_accuracy, retrieval_only_table};

@@ -1,7 +1,8 @@
 //! [`RetrievalIndex`]: RAC's non-parametric memory. One LMDB environment in one folder holds
-//! the vectors, each item's text, label and source, and the backend's structure, so a copied
-//! folder is a complete index. Sources are added and removed whole, with no retraining, and
-//! every change is one transaction: a crash leaves the index as it was before the change.
+//! the vectors, each item's text, label and source, and the backend's structure (for usearch,
+//! the record of its graph file beside it), so a copied folder is a complete index. Sources
+//! are added and removed whole, with no retraining, and every change is one transaction: a
+//! crash leaves the index as it was before the change.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -12,9 +13,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{self, IdVector, Searcher};
-use super::config::{Backend, IndexConfig, Metric};
+use super::config::{Backend, HNSW_M, IndexConfig, Metric};
 use super::exact::ExactMatrix;
-use super::store::{self, AnnDb, Failpoint, ItemRecord, Meta, SourceRecord, Store, StoreResult};
+use super::graph::{self, Graph};
+use super::store::{self, AnnDb, Failpoint, GraphRecord, ItemRecord, Meta, SourceRecord, Store, StoreResult};
 use crate::error::{Error, Result};
 
 /// The id of an item in an index; ids are handed out in order and never reused.
@@ -177,12 +179,16 @@ pub struct IndexStats {
     pub items: usize,
     /// Items per source, in the order they were added.
     pub sources: Vec<SourceStats>,
-    /// Size of the data file, in bytes.
+    /// Size of the index's files (LMDB's data file, usearch's graph file), in bytes.
     pub size_on_disk: u64,
     /// The LMDB map size in bytes (it grows when full, up to `config.max_map_size`).
     pub map_size: usize,
     /// The content fingerprint (changes with every change of items).
     pub fingerprint: String,
+    /// Removed items that the usearch graph still holds as deleted nodes (searches skip
+    /// them; past `usearch.rebuild_deleted_fraction` a removal rebuilds); 0 for the others.
+    #[serde(default)]
+    pub deleted_items: u64,
     /// The on-disk format version.
     pub format_version: u32,
     /// The full configuration.
@@ -200,10 +206,14 @@ impl IndexStats {
                 s.push_str(&format!("                n_trees {}, search_k {}\n", self.config.arroy.n_trees, self.config.arroy.search_k))
             }
             Backend::Hnsw => s.push_str(&format!(
-                "                M {}, ef_construction {}, ef_search {}\n",
-                super::config::HNSW_M,
+                "                M {HNSW_M}, ef_construction {}, ef_search {}\n",
+                self.config.hnsw.ef_construction, self.config.hnsw.ef_search
+            )),
+            Backend::Usearch => s.push_str(&format!(
+                "                M {HNSW_M}, ef_construction {}, ef_search {}, storage {}\n",
                 self.config.hnsw.ef_construction,
-                self.config.hnsw.ef_search
+                self.config.hnsw.ef_search,
+                self.config.usearch.storage.name()
             )),
             Backend::Exact => {}
         }
@@ -223,8 +233,12 @@ impl IndexStats {
 pub struct RetrievalIndex {
     pub(crate) store: Store,
     exact: Mutex<Option<Arc<ExactMatrix>>>,
+    /// The usearch backend's graph, loaded (and checked) when the index opens.
+    graph: Option<Graph>,
     /// Query-time knobs set on this handle only (see [`RetrievalIndex::set_query_params`]).
     query_config: Option<IndexConfig>,
+    /// What was repaired on the way (a damaged graph file rebuilt), also printed as warnings.
+    notes: Vec<String>,
 }
 
 /// What a write does to the items.
@@ -265,7 +279,7 @@ impl RetrievalIndex {
             Err(e) => return Err(e),
         };
         let previous_ann = store.dbs.ann;
-        let mut index = RetrievalIndex { store, exact: Mutex::new(None), query_config: None };
+        let mut index = RetrievalIndex::over(store);
         if index.store.meta.config != *config {
             index.store.reconfigure(config)?;
         }
@@ -277,9 +291,95 @@ impl RetrievalIndex {
         Ok(index)
     }
 
-    /// Open an existing index.
+    /// Open an existing index. A usearch graph file is loaded and checked against the
+    /// length and checksum its commit recorded; one that is missing or does not match is
+    /// rebuilt from the vectors in LMDB, with a warning (see [`Self::notes`]), never used.
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(RetrievalIndex { store: Store::open(path)?, exact: Mutex::new(None), query_config: None })
+        let mut index = RetrievalIndex::over(Store::open(path)?);
+        index.attach_graph()?;
+        Ok(index)
+    }
+
+    fn over(store: Store) -> Self {
+        RetrievalIndex { store, exact: Mutex::new(None), graph: None, query_config: None, notes: Vec::new() }
+    }
+
+    /// What this handle had to repair while opening (a damaged usearch graph file rebuilt
+    /// from LMDB); empty when everything was as committed.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    fn note(&mut self, message: String) {
+        eprintln!("warning: {message}");
+        self.notes.push(message);
+    }
+
+    /// Load the committed usearch graph, or rebuild it from LMDB and record the new one.
+    fn attach_graph(&mut self) -> Result<()> {
+        if self.config().backend != Backend::Usearch || self.is_empty() {
+            return Ok(());
+        }
+        let path = self.path().to_path_buf();
+        let problem = match &self.store.meta.graph {
+            None => "the index records no graph file".to_string(),
+            Some(rec) => match Graph::load(&path, rec, self.query_config(), self.dim()) {
+                Ok(g) => {
+                    self.graph = Some(g);
+                    return Ok(());
+                }
+                Err(reason) => reason,
+            },
+        };
+        let rebuilt = self.graph_from_lmdb(&self.query_config().clone(), &[])?;
+        let generation = self.next_generation();
+        let saved = rebuilt.save(&path, generation, 0).and_then(|rec| {
+            self.store.write("recording the rebuilt graph", |_, _, meta| {
+                meta.graph = Some(rec.clone());
+                Ok(())
+            })
+        });
+        self.graph = Some(rebuilt);
+        match saved {
+            Ok(()) => {
+                graph::remove_other_generations(&path, Some(generation));
+                self.note(format!("{}: the usearch graph was not used: {problem}; rebuilt it from the vectors in LMDB", path.display()));
+            }
+            Err(e) => self.note(format!(
+                "{}: the usearch graph was not used: {problem}; rebuilt it from the vectors in LMDB for this session only, as it could not be saved ({e})",
+                path.display()
+            )),
+        }
+        Ok(())
+    }
+
+    /// The generation number the next graph file gets.
+    fn next_generation(&self) -> u64 {
+        self.store.meta.graph.as_ref().map_or(1, |r| r.generation + 1)
+    }
+
+    /// A graph of every item in LMDB's `vectors` database but `skip` (sorted), inserted in id order.
+    fn graph_from_lmdb(&self, config: &IndexConfig, skip: &[ItemId]) -> Result<Graph> {
+        let (ids, data) = self.lmdb_vectors()?;
+        let dim = self.dim();
+        let items: Vec<(u32, &[f32])> = ids.iter().copied().zip(data.chunks(dim)).filter(|(id, _)| skip.binary_search(id).is_err()).collect();
+        let g = Graph::new(self.path(), config, dim, items.len())?;
+        g.insert(self.path(), &items, config.deterministic)?;
+        Ok(g)
+    }
+
+    /// Every (id, vector) of LMDB's `vectors` database, by ascending id.
+    fn lmdb_vectors(&self) -> Result<(Vec<ItemId>, Vec<f32>)> {
+        let path = self.path();
+        let rtxn = self.store.env.read_txn().at(path, "loading vectors")?;
+        let mut ids = Vec::with_capacity(self.len());
+        let mut data = Vec::with_capacity(self.len() * self.dim());
+        for entry in self.store.dbs.vectors.iter(&rtxn).at(path, "loading vectors")? {
+            let (id, bytes) = entry.at(path, "loading vectors")?;
+            ids.push(id);
+            data.extend(decode_f32(bytes));
+        }
+        Ok((ids, data))
     }
 
     #[doc(hidden)]
@@ -288,8 +388,8 @@ impl RetrievalIndex {
         self.store.failpoint = failpoint;
     }
 
-    /// Add a whole source. Its items get fresh ids; the backend is rebuilt; the neighbour
-    /// cache is invalidated.
+    /// Add a whole source. Its items get fresh ids; exact and usearch insert only them,
+    /// arroy and hannoy rebuild; the neighbour cache is invalidated.
     pub fn add_source(&mut self, source: &Source) -> Result<()> {
         if self.source(&source.name).is_ok() {
             return Err(Error::SourceExists { path: self.path().to_path_buf(), name: source.name.clone() });
@@ -297,10 +397,11 @@ impl RetrievalIndex {
         self.apply("adding a source", Change::Add(source), None)
     }
 
-    /// Remove a whole source by name; the backend is rebuilt from the remaining items with
-    /// the index's seed, so the index answers as it did before the source was added. For
-    /// exact and arroy this is bit-identical; hannoy inserts HNSW nodes in parallel, so at
-    /// scale its graph (not its recall) may differ from the first build's.
+    /// Remove a whole source by name, so that the index answers as it did before the source
+    /// was added. Exact drops its rows (bit-identical). usearch marks its items deleted and
+    /// rebuilds once deleted items pass `usearch.rebuild_deleted_fraction`; arroy and hannoy
+    /// rebuild from the remaining items with the index's seed (arroy bit-identical; hannoy,
+    /// unless `deterministic`, inserts in parallel, so its graph, not its recall, may differ).
     pub fn remove_source(&mut self, name: &str) -> Result<()> {
         self.source(name)?;
         self.apply("removing a source", Change::Remove(name), None)
@@ -329,6 +430,9 @@ impl RetrievalIndex {
         let mut c = self.store.meta.config.clone();
         c.arroy.search_k = config.arroy.search_k;
         c.hnsw.ef_search = config.hnsw.ef_search;
+        if let Some(g) = &self.graph {
+            g.set_ef_search(c.hnsw.ef_search);
+        }
         self.query_config = Some(c);
         Ok(())
     }
@@ -384,9 +488,10 @@ impl RetrievalIndex {
             dim: meta.dim,
             items: meta.n_items as usize,
             sources: self.sources()?.into_iter().map(|s| SourceStats { name: s.name, items: s.count as usize }).collect(),
-            size_on_disk: self.store.size_on_disk(),
+            size_on_disk: self.store.size_on_disk() + meta.graph.as_ref().map_or(0, |g| g.bytes),
             map_size: self.store.map_size(),
             fingerprint: meta.fingerprint.clone(),
+            deleted_items: meta.graph.as_ref().map_or(0, |g| g.deleted),
             format_version: store::FORMAT_VERSION,
             config: meta.config.clone(),
         })
@@ -519,8 +624,13 @@ impl RetrievalIndex {
     /// per worker for the approximate backends, one matrix product per block for exact.
     fn raw_search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(ItemId, f32)>>> {
         let dim = self.dim();
-        if self.config().backend == Backend::Exact {
-            return self.exact_matrix()?.search(queries, k);
+        match self.config().backend {
+            Backend::Exact => return self.exact_matrix()?.search(queries, k),
+            Backend::Usearch => {
+                let g = self.graph()?;
+                return queries.par_chunks(dim).map(|q| g.search(self.path(), q, k)).collect();
+            }
+            Backend::Hnsw | Backend::Arroy => {}
         }
         let nq = queries.len() / dim;
         let per_worker = nq.div_ceil(rayon::current_num_threads() * 4).max(1);
@@ -531,8 +641,16 @@ impl RetrievalIndex {
         Ok(chunks.into_iter().flatten().collect())
     }
 
-    /// Run `f` with one open reader of the approximate backend (single-query timing uses it).
-    pub(crate) fn with_searcher<T>(&self, f: impl for<'t> FnOnce(&'t heed::RoTxn<'t>, &Searcher<'t>) -> Result<T>) -> Result<T> {
+    fn graph(&self) -> Result<&Graph> {
+        self.graph.as_ref().ok_or_else(|| Error::IndexStore {
+            path: self.path().to_path_buf(),
+            op: "querying".into(),
+            message: "the usearch graph is not loaded".into(),
+        })
+    }
+
+    /// Run `f` with one open reader of the LMDB-stored approximate backends.
+    fn with_searcher<T>(&self, f: impl for<'t> FnOnce(&'t heed::RoTxn<'t>, &Searcher<'t>) -> Result<T>) -> Result<T> {
         let path = self.path();
         let rtxn = self.store.env.read_txn().at(path, "querying")?;
         let searcher = Searcher::open(&rtxn, self.store.dbs.ann, path, self.query_config())?
@@ -548,16 +666,30 @@ impl RetrievalIndex {
         if let Err(bad) = backend::prepare_rows(&mut queries, dim, self.config().metric) {
             return Err(Error::InvalidInput(format!("{}: query {}", self.path().display(), bad.describe())));
         }
-        if self.config().backend == Backend::Exact {
-            let m = self.exact_matrix()?;
-            return queries
-                .chunks(dim)
-                .map(|q| {
-                    let r = m.search(q, k).map(|mut v| v.remove(0));
-                    on_each();
-                    r
-                })
-                .collect();
+        match self.config().backend {
+            Backend::Exact => {
+                let m = self.exact_matrix()?;
+                return queries
+                    .chunks(dim)
+                    .map(|q| {
+                        let r = m.search(q, k).map(|mut v| v.remove(0));
+                        on_each();
+                        r
+                    })
+                    .collect();
+            }
+            Backend::Usearch => {
+                let g = self.graph()?;
+                return queries
+                    .chunks(dim)
+                    .map(|q| {
+                        let r = g.search(self.path(), q, k);
+                        on_each();
+                        r
+                    })
+                    .collect();
+            }
+            Backend::Hnsw | Backend::Arroy => {}
         }
         self.with_searcher(|rtxn, s| {
             queries
@@ -576,22 +708,25 @@ impl RetrievalIndex {
         if let Some(m) = guard.as_ref() {
             return Ok(m.clone());
         }
-        let path = self.path();
-        let rtxn = self.store.env.read_txn().at(path, "loading vectors")?;
-        let mut ids = Vec::with_capacity(self.len());
-        let mut data = Vec::with_capacity(self.len() * self.dim());
-        for entry in self.store.dbs.vectors.iter(&rtxn).at(path, "loading vectors")? {
-            let (id, bytes) = entry.at(path, "loading vectors")?;
-            ids.push(id);
-            data.extend(decode_f32(bytes));
-        }
+        let (ids, data) = self.lmdb_vectors()?;
         let m = Arc::new(ExactMatrix::new(ids, data, self.dim(), self.config().metric)?);
         *guard = Some(m.clone());
         Ok(m)
     }
 
-    /// Apply a change of items in one transaction.
+    /// Apply a change of items in one transaction. Whatever the outcome, the graph files
+    /// left are those of the committed generation; a handle whose graph was being changed
+    /// when the change failed loads the committed one again.
     fn apply(&mut self, op: &str, change: Change<'_>, rebuild: Option<(AnnDb, AnnDb, IndexConfig)>) -> Result<()> {
+        let result = self.apply_change(op, change, rebuild);
+        graph::remove_other_generations(self.path(), self.store.meta.graph.as_ref().map(|r| r.generation));
+        if result.is_err() && self.graph.is_none() {
+            self.attach_graph()?;
+        }
+        result
+    }
+
+    fn apply_change(&mut self, op: &str, change: Change<'_>, rebuild: Option<(AnnDb, AnnDb, IndexConfig)>) -> Result<()> {
         let path = self.path().to_path_buf();
         let config = rebuild.as_ref().map(|r| r.2.clone()).unwrap_or_else(|| self.config().clone());
         let metric = config.metric;
@@ -620,6 +755,10 @@ impl RetrievalIndex {
         if (self.len() + total_added) as u64 > u32::MAX as u64 {
             return Err(Error::InvalidInput(format!("{}: more than 2^32 items", path.display())));
         }
+        // usearch: the graph after the change, saved as the next generation before the
+        // transaction that records it; it is this handle's graph once that commits.
+        let (new_graph, graph_record) =
+            if config.backend == Backend::Usearch { self.graph_after(&change, &prepared, &config, dim)? } else { (None, None) };
 
         self.store.write(op, |wtxn, dbs, meta| {
             let mut sources = read_sources(wtxn, dbs.sources, &path)?;
@@ -638,7 +777,7 @@ impl RetrievalIndex {
                 dbs.sources.clear(wtxn).at(&path, op)?;
                 dbs.vectors.clear(wtxn).at(&path, op)?;
                 sources.clear();
-                *meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: String::new() };
+                *meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: String::new(), graph: None };
             }
             if let Change::Remove(name) = &change {
                 let pos = sources.iter().position(|s| s.name == *name).expect("checked before the transaction");
@@ -660,7 +799,7 @@ impl RetrievalIndex {
                     let id = first + i as u32;
                     let rec = ItemRecord { key: s.keys[i].clone(), source: s.name.clone(), label: s.labels[i], text: s.texts[i].clone() };
                     dbs.items.put(wtxn, &id, &serde_json::to_vec(&rec).expect("record serialises")).at(&path, op)?;
-                    if config.backend == Backend::Exact {
+                    if config.backend.keeps_vectors_in_lmdb() {
                         dbs.vectors.put(wtxn, &id, &encode_f32(row)).at(&path, op)?;
                     } else {
                         keep.push((id, row.to_vec()));
@@ -677,10 +816,66 @@ impl RetrievalIndex {
             dbs.neighbours.clear(wtxn).at(&path, op)?;
             meta.config = config.clone();
             meta.fingerprint = store::fingerprint(&config, &sources);
+            meta.graph = graph_record.clone();
             Ok(())
         })?;
+        self.graph = new_graph;
         *self.exact.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
+    }
+
+    /// The usearch graph of the items after `change`, and the record of its new generation
+    /// (both `None` when no item is left). Additions are inserted into the loaded graph;
+    /// removals are marked deleted, or rebuilt from LMDB once deleted items pass
+    /// `usearch.rebuild_deleted_fraction` of the live ones.
+    fn graph_after(
+        &mut self,
+        change: &Change<'_>,
+        prepared: &[Vec<f32>],
+        config: &IndexConfig,
+        dim: usize,
+    ) -> Result<(Option<Graph>, Option<GraphRecord>)> {
+        let path = self.path().to_path_buf();
+        let generation = self.next_generation();
+        let deleted_before = self.store.meta.graph.as_ref().map_or(0, |r| r.deleted);
+        let (graph, deleted) = match change {
+            Change::Replace(_) | Change::Add(_) => {
+                let n_new: usize = prepared.iter().map(|v| v.len() / dim.max(1)).sum();
+                let (graph, first, deleted) = match (change, self.graph.take()) {
+                    (Change::Add(_), Some(g)) => (g, self.store.meta.next_id, deleted_before),
+                    (Change::Add(_), None) => (Graph::new(&path, config, dim, n_new)?, self.store.meta.next_id, 0),
+                    _ => (Graph::new(&path, config, dim, n_new)?, 0, 0),
+                };
+                if graph.len() + n_new == 0 {
+                    return Ok((None, None));
+                }
+                let rows = prepared.iter().flat_map(|v| v.chunks(dim));
+                let items: Vec<(u32, &[f32])> = (first..).zip(rows).collect();
+                graph.insert(&path, &items, config.deterministic)?;
+                (graph, deleted)
+            }
+            Change::Remove(name) => {
+                let gone = self.source(name)?.ids();
+                let live = self.len() - gone.len();
+                let current = self.graph.take();
+                if live == 0 {
+                    return Ok((None, None));
+                }
+                let deleted = deleted_before + gone.len() as u64;
+                if deleted as f64 > config.usearch.rebuild_deleted_fraction * live as f64 {
+                    (self.graph_from_lmdb(config, &gone.collect::<Vec<_>>())?, 0)
+                } else {
+                    let graph = match current {
+                        Some(g) => g,
+                        None => self.graph_from_lmdb(config, &[])?,
+                    };
+                    graph.remove(&path, gone)?;
+                    (graph, deleted)
+                }
+            }
+        };
+        let record = graph.save(&path, generation, deleted)?;
+        Ok((Some(graph), Some(record)))
     }
 }
 

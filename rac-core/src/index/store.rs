@@ -7,9 +7,12 @@
 //! | `meta` | `format_version`, `meta` | u32 LE; [`Meta`] as JSON |
 //! | `items` | item id (u32 BE) | [`ItemRecord`] as JSON |
 //! | `sources` | source name | [`SourceRecord`] as JSON |
-//! | `vectors` | item id (u32 BE) | f32 LE (the exact backend's vectors) |
+//! | `vectors` | item id (u32 BE) | f32 LE (the exact and usearch backends' vectors) |
 //! | `arroy` / `hannoy` | the crate's own keys | the crate's own nodes (vectors, trees, graph) |
 //! | `neighbours` | query-set name | a cached neighbour list (see `neighbours.rs`) |
+//!
+//! The usearch backend's graph is a file beside `data.mdb` (see `graph.rs`); [`Meta`] records
+//! which generation of it belongs to the committed items, with its length and checksum.
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +93,25 @@ pub(crate) struct Meta {
     pub n_items: u64,
     /// Changes whenever the set of items changes (see [`fingerprint`]).
     pub fingerprint: String,
+    /// The usearch backend's graph file that matches the items (none for other backends
+    /// and while empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphRecord>,
+}
+
+/// One generation of the usearch graph file, as recorded in the transaction that commits it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GraphRecord {
+    /// The generation: the file is `graph.<generation>.usearch`; each change writes the next.
+    pub generation: u64,
+    /// The file's length in bytes.
+    pub bytes: u64,
+    /// xxh3-128 of the file's bytes, as hex.
+    pub xxh3: String,
+    /// Live items in the graph.
+    pub items: u64,
+    /// Items removed since the graph was last built whole (deleted nodes it still holds).
+    pub deleted: u64,
 }
 
 /// What the index knows of one item besides its vector.
@@ -133,6 +155,13 @@ pub(crate) fn fingerprint(config: &IndexConfig, sources: &[SourceRecord]) -> Str
     // Only what shapes the stored structure; query-time knobs (search_k, ef_search) are not content.
     let build = (FORMAT_VERSION, config.backend, config.metric, config.arroy.n_trees, config.hnsw.ef_construction, config.seed);
     let mut text = serde_json::to_string(&build).expect("config serialises");
+    // Later settings join only when they apply, so that earlier indexes keep their fingerprints.
+    if config.backend == Backend::Usearch {
+        text.push_str(&format!("|usearch:{}", config.usearch.storage.name()));
+    }
+    if config.deterministic {
+        text.push_str("|deterministic");
+    }
     for s in sorted {
         text.push_str(&format!("|{}:{}:{}:{}", s.name, s.first_id, s.count, s.content_sha256));
     }
@@ -292,7 +321,7 @@ fn ann_name(backend: Backend, metric: Metric) -> Option<&'static str> {
         (Backend::Arroy, Metric::L2) => Some("arroy-l2"),
         (Backend::Hnsw, Metric::Cosine) => Some("hannoy-cosine"),
         (Backend::Hnsw, Metric::L2) => Some("hannoy-l2"),
-        (Backend::Exact, _) => None,
+        (Backend::Exact | Backend::Usearch, _) => None,
     }
 }
 
@@ -407,7 +436,7 @@ impl Store {
         crate::fsio::create_dir_all(path)?;
         let env = open_env(path, config.map_size)?;
         let dbs = create_dbs(&env, path, config)?;
-        let meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: fingerprint(config, &[]) };
+        let meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: fingerprint(config, &[]), graph: None };
         Ok(Store { path: path.to_path_buf(), env, dbs, map_size: config.map_size, meta, failpoint: None })
     }
 

@@ -14,7 +14,7 @@ use rac_core::features::EncodeOptions;
 use rac_core::index::bench::{self, BenchSpec};
 use rac_core::index::synthetic::{SyntheticSpec, generate};
 use rac_core::index::{
-    Backend, CacheQuery, Failpoint, FeatureFile, IndexConfig, Metric, QueryOptions, QuerySet, RetrievalIndex, npy, retrieval_only_table,
+    Backend, CacheQuery, Failpoint, FeatureFile, IndexConfig, Metric, QueryOptions, QuerySet, RetrievalIndex, Storage, npy, retrieval_only_table,
 };
 
 /// The `index` command group.
@@ -121,8 +121,8 @@ pub enum IndexCmd {
 /// Index settings on the command line.
 #[derive(Args, Clone, Debug)]
 pub struct ConfigArgs {
-    /// arroy, hnsw or exact.
-    #[arg(long, default_value = "hnsw")]
+    /// usearch, hnsw (hannoy), arroy or exact.
+    #[arg(long, default_value_t = IndexConfig::default().backend)]
     backend: Backend,
     /// cosine or l2.
     #[arg(long, default_value = "cosine")]
@@ -139,6 +139,12 @@ pub struct ConfigArgs {
     /// HNSW: ef_search.
     #[arg(long)]
     ef_search: Option<usize>,
+    /// usearch: the vectors' storage in the graph (f32, f16, i8).
+    #[arg(long)]
+    storage: Option<Storage>,
+    /// Build bit-reproducibly (one thread, id order).
+    #[arg(long)]
+    deterministic: bool,
     /// Seed of the build.
     #[arg(long)]
     seed: Option<u64>,
@@ -160,6 +166,10 @@ impl ConfigArgs {
         if let Some(v) = self.ef_search {
             c.hnsw.ef_search = v;
         }
+        if let Some(v) = self.storage {
+            c.usearch.storage = v;
+        }
+        c.deterministic = self.deterministic;
         if let Some(v) = self.seed {
             c.seed = v;
         }
@@ -243,7 +253,7 @@ pub struct BenchArgs {
     #[arg(long)]
     limit_queries: Option<usize>,
     /// Backends to run (comma-separated); exact always runs, as the ground truth.
-    #[arg(long, value_delimiter = ',', default_value = "exact,hnsw,arroy")]
+    #[arg(long, value_delimiter = ',', default_value = "exact,usearch,hnsw,arroy")]
     backends: Vec<Backend>,
     /// cosine or l2.
     #[arg(long, default_value = "cosine")]
@@ -254,6 +264,15 @@ pub struct BenchArgs {
     /// HNSW ef_search values (comma-separated), one row each.
     #[arg(long, value_delimiter = ',', default_values_t = vec![IndexConfig::default().hnsw.ef_search])]
     ef_search: Vec<usize>,
+    /// usearch storages (comma-separated: f32, f16, i8), one build each.
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    storage: Vec<Storage>,
+    /// Build every index with `deterministic = true` (one thread, id order).
+    #[arg(long)]
+    deterministic: bool,
+    /// Also time adding the queries to each index as a source, and removing it again.
+    #[arg(long)]
+    incremental: bool,
     /// arroy tree counts (comma-separated), one build each.
     #[arg(long, value_delimiter = ',', default_values_t = vec![IndexConfig::default().arroy.n_trees])]
     n_trees: Vec<usize>,
@@ -428,9 +447,12 @@ fn bench_cmd(args: BenchArgs, cache: &AssetCache) -> Result<()> {
         metric: args.metric,
         hnsw_ef_construction: args.ef_construction,
         hnsw_ef_search: args.ef_search.clone(),
+        usearch_storage: args.storage.clone(),
+        deterministic: args.deterministic,
         arroy_trees: args.n_trees.clone(),
         arroy_search_k: args.search_k.clone(),
         single_queries: args.single_queries,
+        incremental: args.incremental,
     };
     let tmp;
     let work = match &args.work_dir {
