@@ -24,7 +24,7 @@ fi
 "$venv/bin/python" -c "import faiss, usearch, numpy" 2>/dev/null || "$venv/bin/pip" install --quiet faiss-cpu usearch numpy
 cd "$root"
 cargo build --release --bin rac
-rac="$root/target/release/rac"
+rac="${CARGO_TARGET_DIR:-$root/target}/release/rac"
 if [ ! -f "$work/data/base.npy" ]; then
     # shellcheck disable=SC2086
     "$rac" index synth --out "$work/data" ${RAC_SYNTH_ARGS:-}

@@ -121,7 +121,7 @@ def usearch_rows(args, xb, xq, truth):
             t = time.perf_counter()
             index.search(q, k)
             times.append((time.perf_counter() - t) * 1e3)
-        row = row_of("usearch-py", f"M=32 efConstruction={args.ef_construction} efSearch={ef} f32", len(xb), xb.shape[1], xq, build_s,
+        row, _ = row_of("usearch-py", f"M=32 efConstruction={args.ef_construction} efSearch={ef} f32", len(xb), xb.shape[1], xq, build_s,
                      size, ids, truth, times, qps)
         rows.append(row)
         print(table([row]).splitlines()[1], flush=True)

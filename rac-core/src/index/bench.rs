@@ -187,6 +187,9 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
             index.search_hits(&queries[..dim], dim, k, false, None)?;
             let open_s = t0.elapsed().as_secs_f64();
             log(&format!("  built in {build_s:.1} s, {:.1} MiB, opened in {open_s:.2} s", size_bytes as f64 / (1u64 << 20) as f64));
+            if let Some(kernels) = index.usearch_kernels() {
+                log(&format!("  usearch distance kernels: {kernels}"));
+            }
             let query_settings: Vec<(String, IndexConfig)> = match backend {
                 Backend::Exact => vec![("candle matmul".to_string(), config.clone())],
                 Backend::Hnsw | Backend::Usearch => spec

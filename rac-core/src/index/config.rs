@@ -152,9 +152,11 @@ impl Default for HnswParams {
 pub enum Storage {
     /// 32-bit floats: exact distances (usearch's own default is bf16; ours is f32).
     F32,
-    /// 16-bit floats: half the memory, distances to about 3 decimals.
+    /// 16-bit floats: half the memory, distances to about 3 decimals. Fast only with the
+    /// `usearch-simd` feature (usearch's kernels); otherwise a serial loop, 3x slower than f32.
     F16,
-    /// 8-bit integers of the unit vectors (cosine only): a quarter of the memory.
+    /// 8-bit integers of the unit vectors (cosine only): a quarter of the memory; recall@30
+    /// about 0.93 on the synthetic 768-d set. Fast with the `usearch-simd` feature.
     I8,
 }
 
@@ -228,7 +230,7 @@ pub struct IndexConfig {
 impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
-            backend: Backend::Hnsw,
+            backend: Backend::Usearch,
             metric: Metric::Cosine,
             arroy: ArroyParams::default(),
             hnsw: HnswParams::default(),

@@ -9,6 +9,12 @@
 //! missing, truncated or does not match its checksum is never searched: it is rebuilt from
 //! the vectors in LMDB.
 //!
+//! Distances between f32 vectors are ours ([`F32Distance`]): usearch's own kernels
+//! either come from its `numkong` feature, which sums f32 products in f64 and costs 200
+//! CPU-seconds of C to build (twice per test run), or are a serial loop; pulp's runtime
+//! dispatch (AVX2 + FMA where the CPU has it, already in the tree through gemm) sums in f32.
+//! Measured in `benches/faiss/RESULTS.md`.
+//!
 //! The checksum is xxh3-128 rather than sha256: the file is derived data that guards
 //! against accidental damage (a partial copy, a zeroed block, an edit), not an adversary,
 //! and xxh3 reads at memory speed, where sha256 would add seconds to every open at 1M items.
@@ -25,6 +31,8 @@ use crate::error::{Error, Result};
 pub(crate) struct Graph {
     index: usearch::Index,
     metric: Metric,
+    storage: Storage,
+    dim: usize,
 }
 
 /// The file of one generation of the graph.
@@ -61,13 +69,90 @@ fn options(config: &IndexConfig, dim: usize) -> usearch::IndexOptions {
     }
 }
 
+/// The index's distance between two f32 vectors of `dim` values, as usearch expects it:
+/// `1 - a.b` (unit vectors, cosine) or `||a - b||^2` (L2).
+#[derive(Clone, Copy)]
+struct F32Distance {
+    arch: pulp::Arch,
+    dim: usize,
+    metric: Metric,
+}
+
+impl F32Distance {
+    fn between(self, a: &[f32], b: &[f32]) -> f32 {
+        match self.metric {
+            Metric::Cosine => 1.0 - self.arch.dispatch(Dot(a, b)),
+            Metric::L2 => self.arch.dispatch(SquaredL2(a, b)),
+        }
+    }
+}
+
+/// The dot product, in four accumulators to hide the FMA latency.
+struct Dot<'a>(&'a [f32], &'a [f32]);
+
+impl pulp::WithSimd for Dot<'_> {
+    type Output = f32;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+        let (a, a_tail) = S::as_simd_f32s(self.0);
+        let (b, b_tail) = S::as_simd_f32s(self.1);
+        let mut acc = [simd.splat_f32s(0.0); 4];
+        let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+        let (a_rest, b_rest) = (a4.remainder(), b4.remainder());
+        for (x, y) in a4.zip(b4) {
+            for i in 0..4 {
+                acc[i] = simd.mul_add_f32s(x[i], y[i], acc[i]);
+            }
+        }
+        for (x, y) in a_rest.iter().zip(b_rest) {
+            acc[0] = simd.mul_add_f32s(*x, *y, acc[0]);
+        }
+        let sum = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
+        simd.reduce_sum_f32s(sum) + a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum::<f32>()
+    }
+}
+
+/// The squared Euclidean distance.
+struct SquaredL2<'a>(&'a [f32], &'a [f32]);
+
+impl pulp::WithSimd for SquaredL2<'_> {
+    type Output = f32;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+        let (a, a_tail) = S::as_simd_f32s(self.0);
+        let (b, b_tail) = S::as_simd_f32s(self.1);
+        let mut acc = [simd.splat_f32s(0.0); 2];
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let d = simd.sub_f32s(*x, *y);
+            acc[i % 2] = simd.mul_add_f32s(d, d, acc[i % 2]);
+        }
+        simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1])) + a_tail.iter().zip(b_tail).map(|(x, y)| (x - y) * (x - y)).sum::<f32>()
+    }
+}
+
 impl Graph {
     /// An empty graph for `dim`-dimensional vectors, with room for `capacity` items.
     pub fn new(path: &Path, config: &IndexConfig, dim: usize, capacity: usize) -> Result<Self> {
         let index = usearch::Index::new(&options(config, dim)).map_err(|e| usearch_error(path, "creating the graph", e))?;
-        let graph = Graph { index, metric: config.metric };
+        let mut graph = Graph { index, metric: config.metric, storage: config.usearch.storage, dim };
+        graph.use_our_distance();
         graph.reserve(path, capacity)?;
         Ok(graph)
+    }
+
+    /// Compute f32 distances with [`F32Distance`] (usearch forgets a custom metric when it
+    /// loads a file, so this runs again after every load).
+    fn use_our_distance(&mut self) {
+        if self.storage != Storage::F32 {
+            return;
+        }
+        let distance = F32Distance { arch: pulp::Arch::new(), dim: self.dim, metric: self.metric };
+        self.index.change_metric::<f32>(Box::new(move |a: *const f32, b: *const f32| {
+            // SAFETY: usearch calls the metric with pointers to two stored or query vectors
+            // of the index's dimension, which `dim` is.
+            let (a, b) = unsafe { (std::slice::from_raw_parts(a, distance.dim), std::slice::from_raw_parts(b, distance.dim)) };
+            distance.between(a, b)
+        }));
     }
 
     /// Room for `capacity` items, and one search context per worker thread.
@@ -138,8 +223,9 @@ impl Graph {
         if checksum(&bytes) != record.xxh3 {
             return Err(format!("{name} does not match the checksum the index recorded"));
         }
-        let graph = Graph::new(dir, config, dim, 0).map_err(|e| e.to_string())?;
+        let mut graph = Graph::new(dir, config, dim, 0).map_err(|e| e.to_string())?;
         graph.index.load_from_buffer(&bytes).map_err(|e| format!("{name} does not load ({e})"))?;
+        graph.use_our_distance();
         if graph.index.dimensions() != dim || graph.index.size() as u64 != record.items {
             return Err(format!(
                 "{name} holds {} vectors of dimension {}, but the index recorded {} of dimension {dim}",
@@ -152,6 +238,18 @@ impl Graph {
         graph.set_ef_search(config.hnsw.ef_search);
         graph.reserve(dir, record.items as usize).map_err(|e| e.to_string())?;
         Ok(graph)
+    }
+
+    /// The SIMD kernels distances run with on this CPU: ours (pulp's choice) for f32,
+    /// usearch's for the other storages.
+    pub fn kernels(&self) -> String {
+        match self.storage {
+            Storage::F32 => {
+                let arch = format!("{:?}", pulp::Arch::new());
+                format!("rac f32, pulp {}", arch.split('(').next().unwrap_or(&arch))
+            }
+            _ => format!("usearch {}", self.index.hardware_acceleration()),
+        }
     }
 
     /// The number of live items.

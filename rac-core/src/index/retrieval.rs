@@ -437,6 +437,12 @@ impl RetrievalIndex {
         Ok(())
     }
 
+    /// The SIMD kernels the usearch graph computes distances with on this CPU (`None` for
+    /// the other backends and while empty).
+    pub fn usearch_kernels(&self) -> Option<String> {
+        self.graph.as_ref().map(Graph::kernels)
+    }
+
     /// The vectors' dimension (0 while empty).
     pub fn dim(&self) -> usize {
         self.store.meta.dim
