@@ -109,24 +109,6 @@ fn rayon_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// Brute force over the live items, as the ground truth of a sequence of changes.
-fn truth(live: &[(ItemId, Vec<f32>)], queries: &[f32], dim: usize, k: usize) -> Vec<Vec<(ItemId, f32)>> {
-    let unit = |v: &[f32]| {
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter().map(|x| x / n).collect::<Vec<f32>>()
-    };
-    queries
-        .chunks(dim)
-        .map(|q| {
-            let q = unit(q);
-            let mut d: Vec<(ItemId, f32)> = live.iter().map(|(id, x)| (*id, 1.0 - unit(x).iter().zip(&q).map(|(a, b)| a * b).sum::<f32>())).collect();
-            d.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-            d.truncate(k);
-            d
-        })
-        .collect()
-}
-
 #[test]
 fn any_sequence_of_adds_and_removes_answers_like_an_index_of_what_is_left() {
     let dim = 24;
@@ -165,7 +147,8 @@ fn any_sequence_of_adds_and_removes_answers_like_an_index_of_what_is_left() {
                 assert_eq!(index.stats().unwrap().deleted_items, held as u64, "usearch step {step}: deleted nodes it still holds");
             }
             let got = index.search_hits(queries, dim, 30, false, None).unwrap();
-            let want = truth(&items, queries, dim, 30);
+            let refs: Vec<(ItemId, &[f32])> = items.iter().map(|(id, v)| (*id, v.as_slice())).collect();
+            let want = rac_tests::brute_force(&refs, queries, dim, 30, Metric::Cosine);
             let r = recall_at(&got, &want, 30);
             if backend == Backend::Exact {
                 let ids = |h: &[Vec<(ItemId, f32)>]| h.iter().map(|l| l.iter().map(|x| x.0).collect::<Vec<_>>()).collect::<Vec<_>>();

@@ -36,32 +36,10 @@ fn config(backend: Backend, metric: Metric) -> IndexConfig {
     c
 }
 
-/// Brute force written out plainly, independent of the library's exact backend.
+/// Brute force over rows numbered from 0 (see [`rac_tests::brute_force`]).
 fn naive(base: &[f32], queries: &[f32], dim: usize, k: usize, metric: Metric) -> Vec<Vec<(ItemId, f32)>> {
-    let unit = |v: &[f32]| {
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter().map(|x| x / n).collect::<Vec<f32>>()
-    };
-    queries
-        .chunks(dim)
-        .map(|q| {
-            let q = if metric == Metric::Cosine { unit(q) } else { q.to_vec() };
-            let mut d: Vec<(ItemId, f32)> = base
-                .chunks(dim)
-                .enumerate()
-                .map(|(i, x)| {
-                    let dist = match metric {
-                        Metric::Cosine => 1.0 - unit(x).iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(),
-                        Metric::L2 => x.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt(),
-                    };
-                    (i as ItemId, dist)
-                })
-                .collect();
-            d.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-            d.truncate(k);
-            d
-        })
-        .collect()
+    let items: Vec<(ItemId, &[f32])> = (0..).zip(base.chunks(dim)).collect();
+    rac_tests::brute_force(&items, queries, dim, k, metric)
 }
 
 fn hits(index: &RetrievalIndex, queries: &[f32], dim: usize, k: usize) -> Vec<Vec<(ItemId, f32)>> {

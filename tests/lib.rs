@@ -99,3 +99,38 @@ pub fn tiny_fashion_set(dir: &Path, per_class_train: usize, per_class_test: usiz
     .unwrap();
     path
 }
+
+/// The `k` nearest items to each query (row-major, `dim` columns), nearest first, ties by
+/// id: brute force written out plainly, independent of the library's exact backend.
+pub fn brute_force(
+    items: &[(rac_core::index::ItemId, &[f32])],
+    queries: &[f32],
+    dim: usize,
+    k: usize,
+    metric: rac_core::index::Metric,
+) -> Vec<Vec<(rac_core::index::ItemId, f32)>> {
+    use rac_core::index::Metric;
+    let unit = |v: &[f32]| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    queries
+        .chunks(dim)
+        .map(|q| {
+            let q = if metric == Metric::Cosine { unit(q) } else { q.to_vec() };
+            let mut d: Vec<_> = items
+                .iter()
+                .map(|&(id, x)| {
+                    let dist = match metric {
+                        Metric::Cosine => 1.0 - unit(x).iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(),
+                        Metric::L2 => x.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt(),
+                    };
+                    (id, dist)
+                })
+                .collect();
+            d.sort_by(|a: &(u32, f32), b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            d.truncate(k);
+            d
+        })
+        .collect()
+}
