@@ -672,41 +672,29 @@ impl RetrievalIndex {
         if let Err(bad) = backend::prepare_rows(&mut queries, dim, self.config().metric) {
             return Err(Error::InvalidInput(format!("{}: query {}", self.path().display(), bad.describe())));
         }
-        match self.config().backend {
-            Backend::Exact => {
-                let m = self.exact_matrix()?;
-                return queries
-                    .chunks(dim)
-                    .map(|q| {
-                        let r = m.search(q, k).map(|mut v| v.remove(0));
-                        on_each();
-                        r
-                    })
-                    .collect();
-            }
-            Backend::Usearch => {
-                let g = self.graph()?;
-                return queries
-                    .chunks(dim)
-                    .map(|q| {
-                        let r = g.search(self.path(), q, k);
-                        on_each();
-                        r
-                    })
-                    .collect();
-            }
-            Backend::Hnsw | Backend::Arroy => {}
-        }
-        self.with_searcher(|rtxn, s| {
+        // One loop for every backend: search a query, then tell the caller (it times them).
+        type SearchOne<'s> = dyn FnMut(&[f32]) -> Result<Vec<(ItemId, f32)>> + 's;
+        let mut each = |search: &mut SearchOne<'_>| {
             queries
                 .chunks(dim)
                 .map(|q| {
-                    let r = s.search(rtxn, self.path(), q, k);
+                    let r = search(q);
                     on_each();
                     r
                 })
-                .collect()
-        })
+                .collect::<Result<Vec<_>>>()
+        };
+        match self.config().backend {
+            Backend::Exact => {
+                let m = self.exact_matrix()?;
+                each(&mut |q| m.search(q, k).map(|mut v| v.remove(0)))
+            }
+            Backend::Usearch => {
+                let g = self.graph()?;
+                each(&mut |q| g.search(self.path(), q, k))
+            }
+            Backend::Hnsw | Backend::Arroy => self.with_searcher(|rtxn, s| each(&mut |q| s.search(rtxn, self.path(), q, k))),
+        }
     }
 
     fn exact_matrix(&self) -> Result<Arc<ExactMatrix>> {
