@@ -744,6 +744,10 @@ fn bench_on_feature_store_features_prints_one_json_array() {
             assert!(r[key].as_f64().is_some_and(|v| v >= 0.0), "{key} missing in {r}");
         }
         assert!(r["batched_qps"].as_f64().unwrap() > 0.0, "{r}");
+        if cfg!(target_os = "linux") {
+            let before = r["rss_before_bytes"].as_u64().unwrap_or_else(|| panic!("rss_before_bytes missing in {r}"));
+            assert!(r["peak_rss_bytes"].as_u64().is_some_and(|p| p >= before && before > 0), "peak memory of {r}");
+        }
     }
     // A second run reads the store instead of encoding.
     let out = rac_in(data.path(), &[&args[..], &quick[..]].concat());

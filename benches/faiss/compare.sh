@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The FAISS reference comparison (run by hand, not in CI).
 #
-# Exports the synthetic 100k x 768 set once, runs `rac index bench` and FAISS
+# Exports the synthetic 100k x 768 set once (another size with RAC_SYNTH_ARGS), runs `rac index bench` and FAISS
 # (IndexFlatIP, IndexHNSWFlat M=32) -- and, as a second reference, USearch's own Python
 # wheel -- on the same .npy files, and prints both tables side by side with the ratios and
 # the machine's load average before each side (a loaded machine collapses FAISS's OpenMP
@@ -11,7 +11,8 @@
 #
 # FAISS comes from the PyPI packages faiss-cpu, usearch and numpy, installed into a venv of
 # its own under WORK_DIR. Both sides use RAC_THREADS threads (default 2). Extra arguments
-# for our bench: RAC_BENCH_ARGS; for `rac index synth` (another size): RAC_SYNTH_ARGS.
+# for our bench: RAC_BENCH_ARGS; for `rac index synth` (another size): RAC_SYNTH_ARGS;
+# RAC_USEARCH_WHEEL=0 leaves the usearch wheel out (at 1M it adds a build of its own).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 work="${1:-$root/target/faiss-compare}"
@@ -33,6 +34,9 @@ load_ours="$(cut -d' ' -f1-3 /proc/loadavg)"
 # shellcheck disable=SC2086
 RAYON_NUM_THREADS="$threads" "$rac" index bench --npy "$work/data" --json ${RAC_BENCH_ARGS:-} > "$work/ours.json"
 load_faiss="$(cut -d' ' -f1-3 /proc/loadavg)"
-OMP_NUM_THREADS="$threads" "$venv/bin/python" "$root/benches/faiss/faiss_bench.py" --npy "$work/data" --json "$work/faiss.json" --usearch-wheel
+wheel="--usearch-wheel"
+[ "${RAC_USEARCH_WHEEL:-1}" = 0 ] && wheel=""
+# shellcheck disable=SC2086
+OMP_NUM_THREADS="$threads" "$venv/bin/python" "$root/benches/faiss/faiss_bench.py" --npy "$work/data" --json "$work/faiss.json" $wheel
 "$venv/bin/python" "$root/benches/faiss/faiss_bench.py" --compare "$work/ours.json" "$work/faiss.json" \
     --load "ours: $load_ours; reference: $load_faiss"

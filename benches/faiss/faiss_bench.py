@@ -9,7 +9,9 @@ ef_construction as ours and a sweep of efSearch. With --usearch-wheel, USearch's
 Python wheel (the same C++ core as our `usearch` backend, its own SIMD build) runs the
 same sweep: it shows what the library gives without our Rust, LMDB and checksum layers. Columns: build_s, size_MiB (serialised
 index), recall@1/10/30 against the flat index, single-query latency (mean, p50, p99, ms),
-batched queries/s (all queries in one call, k = 30). Run by hand, not in CI.
+batched queries/s (all queries in one call, k = 30), and the process's peak resident memory
+while each index was built and queried (Linux: the peak is reset before each). Run by hand,
+not in CI.
 """
 import argparse
 import json
@@ -19,6 +21,36 @@ import time
 import numpy as np
 
 KS = (1, 10, 30)
+
+
+def _status_kib(field):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak():
+    """Start a new peak of resident memory (Linux: 5 in clear_refs resets VmHWM); the RSS now."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    kib = _status_kib("VmRSS:")
+    return None if kib is None else kib * 1024
+
+
+def with_peak(rows, before):
+    kib = _status_kib("VmHWM:")
+    for r in rows:
+        r["peak_rss_bytes"] = None if kib is None else kib * 1024
+        r["rss_before_bytes"] = before
+    return rows
 
 
 def recall(approx, exact, k):
@@ -54,13 +86,18 @@ def row_of(name, params, n, d, xq, build_s, size, ids, truth, times, qps):
     return row, ids
 
 
+def gib(b):
+    return "-" if b is None else "%.2f" % (b / 2**30)
+
+
 def table(rows):
-    out = ["%-10s %-40s %8s %9s %7s %7s %7s %8s %8s %8s %10s" % (
-        "backend", "params", "build_s", "size_MiB", "R@1", "R@10", "R@30", "ms_mean", "ms_p50", "ms_p99", "batch_qps")]
+    out = ["%-10s %-40s %8s %9s %7s %7s %7s %8s %8s %8s %10s %8s" % (
+        "backend", "params", "build_s", "size_MiB", "R@1", "R@10", "R@30", "ms_mean", "ms_p50", "ms_p99", "batch_qps", "peak_GiB")]
     for r in rows:
-        out.append("%-10s %-40s %8.2f %9.1f %7.4f %7.4f %7.4f %8.3f %8.3f %8.3f %10.0f" % (
-            r["backend"], r["params"], r["build_s"], r["size_bytes"] / 2**20, r["recall_at_1"], r["recall_at_10"],
-            r["recall_at_30"], r["query_ms_mean"], r["query_ms_p50"], r["query_ms_p99"], r["batched_qps"]))
+        out.append("%-10s %-40s %8.2f %9.1f %7.4f %7.4f %7.4f %8.3f %8.3f %8.3f %10.0f %8s" % (
+            r["backend"], r["params"][:40], r["build_s"], r["size_bytes"] / 2**20, r["recall_at_1"], r["recall_at_10"],
+            r["recall_at_30"], r["query_ms_mean"], r["query_ms_p50"], r["query_ms_p99"], r["batched_qps"],
+            gib(r.get("peak_rss_bytes"))))
     return "\n".join(out)
 
 
@@ -72,12 +109,16 @@ def run(args):
     d = xb.shape[1]
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, base {xb.shape}, queries {xq.shape}", flush=True)
     rows = []
+    before = reset_peak()
     t0 = time.perf_counter()
     flat = faiss.IndexFlatIP(d)
     flat.add(xb)
     row, truth = measure("faiss-flat", "IndexFlatIP", flat, time.perf_counter() - t0, xq, None, args.single)
-    rows.append(row)
+    rows += with_peak([row], before)
     print(table([row]), flush=True)
+    del flat
+    before = reset_peak()
+    hnsw_rows = []
     t0 = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = args.ef_construction
@@ -86,8 +127,10 @@ def run(args):
     for ef in args.ef_search:
         hnsw.hnsw.efSearch = ef
         row, _ = measure("faiss-hnsw", f"HNSW32 efConstruction={args.ef_construction} efSearch={ef}", hnsw, build_s, xq, truth, args.single)
-        rows.append(row)
+        hnsw_rows.append(row)
         print(table([row]).splitlines()[1], flush=True)
+    rows += with_peak(hnsw_rows, before)
+    del hnsw
     if args.usearch_wheel:
         rows += usearch_rows(args, xb, xq, truth)
     print()
@@ -105,6 +148,7 @@ def usearch_rows(args, xb, xq, truth):
     k = KS[-1]
     threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
     print(f"usearch wheel {usearch.__version__}, {threads} threads", flush=True)
+    before = reset_peak()
     t0 = time.perf_counter()
     index = Index(ndim=xb.shape[1], metric="ip", dtype="f32", connectivity=32, expansion_add=args.ef_construction)
     index.add(np.arange(len(xb)), xb, threads=threads)
@@ -125,7 +169,7 @@ def usearch_rows(args, xb, xq, truth):
                      size, ids, truth, times, qps)
         rows.append(row)
         print(table([row]).splitlines()[1], flush=True)
-    return rows
+    return with_peak(rows, before)
 
 
 def compare(ours_path, faiss_path, load):

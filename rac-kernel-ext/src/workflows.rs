@@ -192,6 +192,7 @@ pub fn bench_frame(rows: &[BenchRow]) -> Result<DataFrame> {
         "query_ms_p50" => f(|r| r.query_ms_p50),
         "query_ms_p99" => f(|r| r.query_ms_p99),
         "batched_qps" => f(|r| r.batched_qps),
+        "peak_rss_mb" => rows.iter().map(|r| r.peak_rss_bytes.map(|b| b as f64 / 1e6)).collect::<Vec<Option<f64>>>(),
     )?)
 }
 

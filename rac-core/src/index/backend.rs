@@ -3,8 +3,8 @@
 //!
 //! Both report distances in their own scale; [`Searcher`] converts them to the index's
 //! (`1 - cos` for cosine, `||a - b||` for L2) so every backend answers alike. A change of
-//! content rebuilds the structure from scratch with the index's seed: slower than an
-//! incremental update, but the structure is then a function of the items alone.
+//! content updates the structure incrementally (see [`AnnChange`]); with
+//! `deterministic = true` the same history of changes gives the same structure.
 
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -22,13 +22,31 @@ const ANN_INDEX: u16 = 0;
 /// A vector with its item id.
 pub(crate) type IdVector = (u32, Vec<f32>);
 
-macro_rules! arroy_rebuild {
-    ($db:expr, $wtxn:expr, $path:expr, $config:expr, $dim:expr, $items:expr) => {{
-        let writer = arroy::Writer::new($db, ANN_INDEX, $dim.max(1));
-        writer.clear($wtxn).at($path, "clearing the arroy trees")?;
-        if !$items.is_empty() {
+/// What a change of content does to an approximate backend: both crates build
+/// incrementally, inserting the added items into the existing structure and relinking
+/// around the removed ones, so a change costs in proportion to the items it touches.
+pub(crate) struct AnnChange<'a> {
+    /// Drop everything first (a build from scratch: a new index, or a rebuild).
+    pub clear: bool,
+    /// Items to insert.
+    pub add: &'a [IdVector],
+    /// Items to delete.
+    pub remove: &'a [u32],
+}
+
+// One macro per crate: their writers share method names but not types or builder knobs.
+macro_rules! arroy_apply {
+    ($db:expr, $wtxn:expr, $path:expr, $config:expr, $dim:expr, $change:expr) => {{
+        let change: &AnnChange<'_> = $change;
+        if change.clear || $dim == 0 {
+            arroy::Writer::new($db, ANN_INDEX, $dim.max(1)).clear($wtxn).at($path, "clearing the arroy trees")?;
+        }
+        if $dim > 0 {
             let writer = arroy::Writer::new($db, ANN_INDEX, $dim);
-            for (id, v) in $items {
+            for id in change.remove {
+                writer.del_item($wtxn, *id).at($path, "removing items from arroy")?;
+            }
+            for (id, v) in change.add {
                 writer.add_item($wtxn, *id, v).at($path, "adding items to arroy")?;
             }
             let mut rng = rand010::rngs::StdRng::seed_from_u64($config.seed);
@@ -37,13 +55,18 @@ macro_rules! arroy_rebuild {
     }};
 }
 
-macro_rules! hnsw_rebuild {
-    ($db:expr, $wtxn:expr, $path:expr, $config:expr, $dim:expr, $items:expr) => {{
-        let writer = hannoy::Writer::new($db, ANN_INDEX, $dim.max(1));
-        writer.clear($wtxn).at($path, "clearing the HNSW graph")?;
-        if !$items.is_empty() {
+macro_rules! hnsw_apply {
+    ($db:expr, $wtxn:expr, $path:expr, $config:expr, $dim:expr, $change:expr) => {{
+        let change: &AnnChange<'_> = $change;
+        if change.clear || $dim == 0 {
+            hannoy::Writer::new($db, ANN_INDEX, $dim.max(1)).clear($wtxn).at($path, "clearing the HNSW graph")?;
+        }
+        if $dim > 0 {
             let writer = hannoy::Writer::new($db, ANN_INDEX, $dim);
-            for (id, v) in $items {
+            for id in change.remove {
+                writer.del_item($wtxn, *id).at($path, "removing items from the HNSW graph")?;
+            }
+            for (id, v) in change.add {
                 writer.add_item($wtxn, *id, v).at($path, "adding items to the HNSW graph")?;
             }
             let mut rng = rand010::rngs::StdRng::seed_from_u64($config.seed);
@@ -56,14 +79,15 @@ macro_rules! hnsw_rebuild {
     }};
 }
 
-/// Replace the backend's content by `items` and build its structure.
-pub(crate) fn rebuild(wtxn: &mut RwTxn<'_>, ann: AnnDb, path: &Path, config: &IndexConfig, dim: usize, items: &[IdVector]) -> Result<()> {
+/// Apply `change` to the backend's content and bring its structure up to date; `dim` is
+/// the index's dimension after the change (0 when no item is left).
+pub(crate) fn apply(wtxn: &mut RwTxn<'_>, ann: AnnDb, path: &Path, config: &IndexConfig, dim: usize, change: &AnnChange<'_>) -> Result<()> {
     match ann {
         AnnDb::None => {}
-        AnnDb::ArroyCosine(db) => arroy_rebuild!(db, wtxn, path, config, dim, items),
-        AnnDb::ArroyL2(db) => arroy_rebuild!(db, wtxn, path, config, dim, items),
-        AnnDb::HnswCosine(db) => hnsw_rebuild!(db, wtxn, path, config, dim, items),
-        AnnDb::HnswL2(db) => hnsw_rebuild!(db, wtxn, path, config, dim, items),
+        AnnDb::ArroyCosine(db) => arroy_apply!(db, wtxn, path, config, dim, change),
+        AnnDb::ArroyL2(db) => arroy_apply!(db, wtxn, path, config, dim, change),
+        AnnDb::HnswCosine(db) => hnsw_apply!(db, wtxn, path, config, dim, change),
+        AnnDb::HnswL2(db) => hnsw_apply!(db, wtxn, path, config, dim, change),
     }
     Ok(())
 }
@@ -80,33 +104,6 @@ pub(crate) fn clear_any(wtxn: &mut RwTxn<'_>, ann: AnnDb, path: &Path) -> Result
         AnnDb::HnswL2(db) => db.remap_types::<Bytes, Bytes>().clear(wtxn).at(path, op)?,
     }
     Ok(())
-}
-
-macro_rules! collect_items {
-    ($krate:ident, $db:expr, $rtxn:expr, $path:expr, $dim:expr) => {{
-        let writer = $krate::Writer::new($db, ANN_INDEX, $dim);
-        let mut out = Vec::new();
-        for item in writer.iter($rtxn).at($path, "reading vectors")? {
-            out.push(item.at($path, "reading vectors")?);
-        }
-        out
-    }};
-}
-
-/// Every vector the backend holds, by ascending id.
-pub(crate) fn all_vectors(rtxn: &RoTxn<'_>, ann: AnnDb, path: &Path, dim: usize) -> Result<Vec<IdVector>> {
-    if dim == 0 {
-        return Ok(Vec::new());
-    }
-    let mut out = match ann {
-        AnnDb::None => Vec::new(),
-        AnnDb::ArroyCosine(db) => collect_items!(arroy, db, rtxn, path, dim),
-        AnnDb::ArroyL2(db) => collect_items!(arroy, db, rtxn, path, dim),
-        AnnDb::HnswCosine(db) => collect_items!(hannoy, db, rtxn, path, dim),
-        AnnDb::HnswL2(db) => collect_items!(hannoy, db, rtxn, path, dim),
-    };
-    out.sort_by_key(|(id, _)| *id);
-    Ok(out)
 }
 
 /// An open reader of one backend, for many queries in one read transaction.

@@ -100,6 +100,38 @@ pub struct BenchRow {
     /// Seconds to remove that source again (when measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_source_s: Option<f64>,
+    /// The process's peak resident memory in bytes while this build was made, opened and
+    /// queried (Linux; it includes the bench's own copies of the vectors, `rss_before_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
+    /// The resident memory in bytes just before the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_before_bytes: Option<u64>,
+}
+
+/// The kernel's resident-memory counters of this process (Linux's `/proc/self`; `None`
+/// elsewhere). Read by hand: one line of a text file does not earn a dependency.
+mod rss {
+    /// Start a new peak: writing 5 to `clear_refs` resets `VmHWM` to the current size.
+    pub(super) fn reset_peak() {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+
+    fn status_kib(field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+    }
+
+    /// The peak resident memory since the last reset, in bytes.
+    pub(super) fn peak() -> Option<u64> {
+        status_kib("VmHWM:").map(|k| k * 1024)
+    }
+
+    /// The resident memory now, in bytes.
+    pub(super) fn now() -> Option<u64> {
+        status_kib("VmRSS:").map(|k| k * 1024)
+    }
 }
 
 /// Recall@k of `approx` against `exact`: the mean share of each query's true k nearest
@@ -177,6 +209,8 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
                 cause: e,
             })?;
             log(&format!("building {backend} on {n} x {dim} ..."));
+            rss::reset_peak();
+            let rss_before_bytes = rss::now();
             let t0 = Instant::now();
             let index = RetrievalIndex::build(dir.path(), &config, std::slice::from_ref(&source))?;
             let build_s = t0.elapsed().as_secs_f64();
@@ -247,6 +281,8 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
                     batched_qps,
                     add_source_s: None,
                     remove_source_s: None,
+                    peak_rss_bytes: None,
+                    rss_before_bytes,
                 };
                 log(&format!(
                     "  {}: recall@30 {:.4}, {:.0} q/s batched, p50 {:.2} ms",
@@ -254,6 +290,12 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
                 ));
                 build_rows.push(row);
             }
+            let peak_rss_bytes = rss::peak();
+            if let (Some(peak), Some(before)) = (peak_rss_bytes, rss_before_bytes) {
+                let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+                log(&format!("  peak resident memory {:.2} GiB ({:.2} GiB before the build)", gib(peak), gib(before)));
+            }
+            build_rows.iter_mut().for_each(|r| r.peak_rss_bytes = peak_rss_bytes);
             if spec.incremental {
                 let added = Source::from_vecs("added", queries.to_vec(), dim, vec![String::new(); nq], vec![0; nq])?;
                 let t0 = Instant::now();
@@ -277,12 +319,12 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
 /// The rows as an aligned text table.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut s = format!(
-        "{:<7} {:<58} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>10}\n",
-        "backend", "params", "build_s", "size_MiB", "open_s", "R@1", "R@10", "R@30", "ms_mean", "ms_p50", "ms_p99", "batch_qps"
+        "{:<7} {:<58} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>10} {:>8}\n",
+        "backend", "params", "build_s", "size_MiB", "open_s", "R@1", "R@10", "R@30", "ms_mean", "ms_p50", "ms_p99", "batch_qps", "peak_GiB"
     );
     for r in rows {
         s.push_str(&format!(
-            "{:<7} {:<58} {:>8.2} {:>9.1} {:>7.2} {:>7.4} {:>7.4} {:>7.4} {:>8.3} {:>8.3} {:>8.3} {:>10.0}\n",
+            "{:<7} {:<58} {:>8.2} {:>9.1} {:>7.2} {:>7.4} {:>7.4} {:>7.4} {:>8.3} {:>8.3} {:>8.3} {:>10.0} {:>8}\n",
             r.backend,
             r.params,
             r.build_s,
@@ -294,7 +336,8 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.query_ms_mean,
             r.query_ms_p50,
             r.query_ms_p99,
-            r.batched_qps
+            r.batched_qps,
+            r.peak_rss_bytes.map_or("-".to_string(), |b| format!("{:.2}", b as f64 / (1u64 << 30) as f64))
         ));
     }
     s

@@ -217,9 +217,10 @@ pub struct IndexConfig {
     /// Seed of the random choices made while building (tree splits, hannoy's HNSW levels;
     /// usearch draws its levels from generators with a fixed seed).
     pub seed: u64,
-    /// Build bit-reproducibly: the same vectors and seed give the same structure and the
-    /// same results on every run, whatever the thread count, at the price of building on
-    /// one thread (HNSW nodes inserted in id order). arroy is deterministic either way.
+    /// Build bit-reproducibly: the same vectors, seed and history of changes give the same
+    /// structure and the same results on every run, whatever the thread count, at the price
+    /// of building on one thread (usearch inserts in id order; hannoy's whole change runs on
+    /// a pool of one thread). arroy is deterministic either way.
     pub deterministic: bool,
     /// Initial size of the LMDB map in bytes; it doubles when full, up to `max_map_size`.
     pub map_size: usize,

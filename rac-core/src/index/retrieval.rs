@@ -388,8 +388,9 @@ impl RetrievalIndex {
         self.store.failpoint = failpoint;
     }
 
-    /// Add a whole source. Its items get fresh ids; exact and usearch insert only them,
-    /// arroy and hannoy rebuild; the neighbour cache is invalidated.
+    /// Add a whole source. Its items get fresh ids and every backend inserts only them
+    /// (usearch into its loaded graph, arroy and hannoy through their incremental builds);
+    /// the neighbour cache is invalidated.
     pub fn add_source(&mut self, source: &Source) -> Result<()> {
         if self.source(&source.name).is_ok() {
             return Err(Error::SourceExists { path: self.path().to_path_buf(), name: source.name.clone() });
@@ -400,8 +401,8 @@ impl RetrievalIndex {
     /// Remove a whole source by name, so that the index answers as it did before the source
     /// was added. Exact drops its rows (bit-identical). usearch marks its items deleted and
     /// rebuilds once deleted items pass `usearch.rebuild_deleted_fraction`; arroy and hannoy
-    /// rebuild from the remaining items with the index's seed (arroy bit-identical; hannoy,
-    /// unless `deterministic`, inserts in parallel, so its graph, not its recall, may differ).
+    /// delete them and relink their structures incrementally. The approximate backends then
+    /// answer at the recall of an index that never held the source, not always bit for bit.
     pub fn remove_source(&mut self, name: &str) -> Result<()> {
         self.source(name)?;
         self.apply("removing a source", Change::Remove(name), None)
@@ -754,65 +755,80 @@ impl RetrievalIndex {
         let (new_graph, graph_record) =
             if config.backend == Backend::Usearch { self.graph_after(&change, &prepared, &config, dim)? } else { (None, None) };
 
-        self.store.write(op, |wtxn, dbs, meta| {
-            let mut sources = read_sources(wtxn, dbs.sources, &path)?;
-            // The vectors that stay, for the approximate backends' rebuild.
-            let mut keep: Vec<IdVector> = match &change {
-                Change::Replace(_) => Vec::new(),
-                _ => backend::all_vectors(wtxn, dbs.ann, &path, meta.dim)?,
-            };
-            if let Change::Replace(_) = &change {
-                if let Some((old, new, _)) = &rebuild
-                    && !same_db(*old, *new)
-                {
-                    backend::clear_any(wtxn, *old, &path)?;
+        // hannoy inserts in parallel on rayon's pool: a deterministic build runs the whole
+        // transaction on a pool of one thread (LMDB's write transaction stays on the thread
+        // that opened it). arroy's trees are deterministic on any pool.
+        let one_thread = if config.deterministic && config.backend == Backend::Hnsw {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+            Some(pool.map_err(|e| Error::IndexStore { path: path.clone(), op: op.into(), message: format!("starting a build thread: {e}") })?)
+        } else {
+            None
+        };
+        let store = &mut self.store;
+        let mut write = || {
+            store.write(op, |wtxn, dbs, meta| {
+                let mut sources = read_sources(wtxn, dbs.sources, &path)?;
+                let mut removed: Vec<ItemId> = Vec::new();
+                let mut inserted: Vec<IdVector> = Vec::new();
+                let replace = matches!(change, Change::Replace(_));
+                if replace {
+                    if let Some((old, new, _)) = &rebuild
+                        && !same_db(*old, *new)
+                    {
+                        backend::clear_any(wtxn, *old, &path)?;
+                    }
+                    dbs.items.clear(wtxn).at(&path, op)?;
+                    dbs.sources.clear(wtxn).at(&path, op)?;
+                    dbs.vectors.clear(wtxn).at(&path, op)?;
+                    sources.clear();
+                    *meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: String::new(), graph: None };
                 }
-                dbs.items.clear(wtxn).at(&path, op)?;
-                dbs.sources.clear(wtxn).at(&path, op)?;
-                dbs.vectors.clear(wtxn).at(&path, op)?;
-                sources.clear();
-                *meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: String::new(), graph: None };
-            }
-            if let Change::Remove(name) = &change {
-                let pos = sources.iter().position(|s| s.name == *name).expect("checked before the transaction");
-                let gone = sources.remove(pos);
-                for id in gone.ids() {
-                    dbs.items.delete(wtxn, &id).at(&path, op)?;
-                    dbs.vectors.delete(wtxn, &id).at(&path, op)?;
-                }
-                dbs.sources.delete(wtxn, *name).at(&path, op)?;
-                keep.retain(|(id, _)| !gone.ids().contains(id));
-                meta.n_items -= gone.count as u64;
-                if meta.n_items == 0 {
-                    meta.dim = 0;
-                }
-            }
-            for ((s, vectors), hash) in added.iter().zip(&prepared).zip(&hashes) {
-                let first = meta.next_id;
-                for (i, row) in vectors.chunks(s.dim).enumerate() {
-                    let id = first + i as u32;
-                    let rec = ItemRecord { key: s.keys[i].clone(), source: s.name.clone(), label: s.labels[i], text: s.texts[i].clone() };
-                    dbs.items.put(wtxn, &id, &serde_json::to_vec(&rec).expect("record serialises")).at(&path, op)?;
-                    if config.backend.keeps_vectors_in_lmdb() {
-                        dbs.vectors.put(wtxn, &id, &encode_f32(row)).at(&path, op)?;
-                    } else {
-                        keep.push((id, row.to_vec()));
+                if let Change::Remove(name) = &change {
+                    let pos = sources.iter().position(|s| s.name == *name).expect("checked before the transaction");
+                    let gone = sources.remove(pos);
+                    for id in gone.ids() {
+                        dbs.items.delete(wtxn, &id).at(&path, op)?;
+                        dbs.vectors.delete(wtxn, &id).at(&path, op)?;
+                    }
+                    dbs.sources.delete(wtxn, *name).at(&path, op)?;
+                    removed.extend(gone.ids());
+                    meta.n_items -= gone.count as u64;
+                    if meta.n_items == 0 {
+                        meta.dim = 0;
                     }
                 }
-                let rec = SourceRecord { name: s.name.clone(), first_id: first, count: s.len() as u32, content_sha256: hash.clone() };
-                dbs.sources.put(wtxn, &s.name, &serde_json::to_vec(&rec).expect("record serialises")).at(&path, op)?;
-                sources.push(rec);
-                meta.next_id += s.len() as u32;
-                meta.n_items += s.len() as u64;
-                meta.dim = s.dim;
-            }
-            backend::rebuild(wtxn, dbs.ann, &path, &config, meta.dim, &keep)?;
-            dbs.neighbours.clear(wtxn).at(&path, op)?;
-            meta.config = config.clone();
-            meta.fingerprint = store::fingerprint(&config, &sources);
-            meta.graph = graph_record.clone();
-            Ok(())
-        })?;
+                for ((s, vectors), hash) in added.iter().zip(&prepared).zip(&hashes) {
+                    let first = meta.next_id;
+                    for (i, row) in vectors.chunks(s.dim).enumerate() {
+                        let id = first + i as u32;
+                        let rec = ItemRecord { key: s.keys[i].clone(), source: s.name.clone(), label: s.labels[i], text: s.texts[i].clone() };
+                        dbs.items.put(wtxn, &id, &serde_json::to_vec(&rec).expect("record serialises")).at(&path, op)?;
+                        if config.backend.keeps_vectors_in_lmdb() {
+                            dbs.vectors.put(wtxn, &id, &encode_f32(row)).at(&path, op)?;
+                        } else {
+                            inserted.push((id, row.to_vec()));
+                        }
+                    }
+                    let rec = SourceRecord { name: s.name.clone(), first_id: first, count: s.len() as u32, content_sha256: hash.clone() };
+                    dbs.sources.put(wtxn, &s.name, &serde_json::to_vec(&rec).expect("record serialises")).at(&path, op)?;
+                    sources.push(rec);
+                    meta.next_id += s.len() as u32;
+                    meta.n_items += s.len() as u64;
+                    meta.dim = s.dim;
+                }
+                let ann_change = backend::AnnChange { clear: replace, add: &inserted, remove: &removed };
+                backend::apply(wtxn, dbs.ann, &path, &config, meta.dim, &ann_change)?;
+                dbs.neighbours.clear(wtxn).at(&path, op)?;
+                meta.config = config.clone();
+                meta.fingerprint = store::fingerprint(&config, &sources);
+                meta.graph = graph_record.clone();
+                Ok(())
+            })
+        };
+        match &one_thread {
+            Some(pool) => pool.install(write)?,
+            None => write()?,
+        }
         self.graph = new_graph;
         *self.exact.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
