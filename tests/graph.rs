@@ -132,7 +132,9 @@ fn any_sequence_of_adds_and_removes_answers_like_an_index_of_what_is_left() {
         [("b", Some(1)), ("c", Some(2)), ("b", None), ("f", Some(5)), ("f", None), ("d", Some(3)), ("a", None), ("e", Some(4)), ("c", None)];
     for backend in Backend::ALL {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = IndexConfig { backend, map_size: 64 << 20, ..IndexConfig::with_backend(backend) };
+        // Deterministic: a parallel build's recall moves from run to run (0.987 seen once at
+        // step 2 on usearch), and a test of a floor must give the same verdict every time.
+        let mut cfg = IndexConfig { backend, map_size: 64 << 20, deterministic: true, ..IndexConfig::with_backend(backend) };
         // arroy: what is asserted is its recall at these settings, through incremental changes.
         cfg.arroy.n_trees = 16;
         cfg.arroy.search_k = 1500;
