@@ -34,47 +34,25 @@ pub(crate) struct AnnChange<'a> {
     pub remove: &'a [u32],
 }
 
-// One macro per crate: their writers share method names but not types or builder knobs.
-macro_rules! arroy_apply {
-    ($db:expr, $wtxn:expr, $path:expr, $config:expr, $dim:expr, $change:expr) => {{
+// One macro for both crates: their writers share method names but not types; `$build`
+// sets the crate's own builder knobs and builds.
+macro_rules! ann_apply {
+    ($krate:ident, $name:literal, $db:expr, $wtxn:expr, $path:expr, $config:expr, $dim:expr, $change:expr, $builder:ident => $build:expr) => {{
         let change: &AnnChange<'_> = $change;
         if change.clear || $dim == 0 {
-            arroy::Writer::new($db, ANN_INDEX, $dim.max(1)).clear($wtxn).at($path, "clearing the arroy trees")?;
+            $krate::Writer::new($db, ANN_INDEX, $dim.max(1)).clear($wtxn).at($path, concat!("clearing the ", $name))?;
         }
         if $dim > 0 {
-            let writer = arroy::Writer::new($db, ANN_INDEX, $dim);
+            let writer = $krate::Writer::new($db, ANN_INDEX, $dim);
             for id in change.remove {
-                writer.del_item($wtxn, *id).at($path, "removing items from arroy")?;
+                writer.del_item($wtxn, *id).at($path, concat!("removing items from the ", $name))?;
             }
             for (id, v) in change.add {
-                writer.add_item($wtxn, *id, v).at($path, "adding items to arroy")?;
+                writer.add_item($wtxn, *id, v).at($path, concat!("adding items to the ", $name))?;
             }
             let mut rng = rand010::rngs::StdRng::seed_from_u64($config.seed);
-            writer.builder(&mut rng).n_trees($config.arroy.n_trees).build($wtxn).at($path, "building the arroy trees")?;
-        }
-    }};
-}
-
-macro_rules! hnsw_apply {
-    ($db:expr, $wtxn:expr, $path:expr, $config:expr, $dim:expr, $change:expr) => {{
-        let change: &AnnChange<'_> = $change;
-        if change.clear || $dim == 0 {
-            hannoy::Writer::new($db, ANN_INDEX, $dim.max(1)).clear($wtxn).at($path, "clearing the HNSW graph")?;
-        }
-        if $dim > 0 {
-            let writer = hannoy::Writer::new($db, ANN_INDEX, $dim);
-            for id in change.remove {
-                writer.del_item($wtxn, *id).at($path, "removing items from the HNSW graph")?;
-            }
-            for (id, v) in change.add {
-                writer.add_item($wtxn, *id, v).at($path, "adding items to the HNSW graph")?;
-            }
-            let mut rng = rand010::rngs::StdRng::seed_from_u64($config.seed);
-            writer
-                .builder(&mut rng)
-                .ef_construction($config.hnsw.ef_construction)
-                .build::<HNSW_M, { 2 * HNSW_M }>($wtxn)
-                .at($path, "building the HNSW graph")?;
+            let mut $builder = writer.builder(&mut rng);
+            $build.at($path, concat!("building the ", $name))?;
         }
     }};
 }
@@ -84,10 +62,16 @@ macro_rules! hnsw_apply {
 pub(crate) fn apply(wtxn: &mut RwTxn<'_>, ann: AnnDb, path: &Path, config: &IndexConfig, dim: usize, change: &AnnChange<'_>) -> Result<()> {
     match ann {
         AnnDb::None => {}
-        AnnDb::ArroyCosine(db) => arroy_apply!(db, wtxn, path, config, dim, change),
-        AnnDb::ArroyL2(db) => arroy_apply!(db, wtxn, path, config, dim, change),
-        AnnDb::HnswCosine(db) => hnsw_apply!(db, wtxn, path, config, dim, change),
-        AnnDb::HnswL2(db) => hnsw_apply!(db, wtxn, path, config, dim, change),
+        AnnDb::ArroyCosine(db) => {
+            ann_apply!(arroy, "arroy trees", db, wtxn, path, config, dim, change, b => b.n_trees(config.arroy.n_trees).build(wtxn))
+        }
+        AnnDb::ArroyL2(db) => ann_apply!(arroy, "arroy trees", db, wtxn, path, config, dim, change, b => b.n_trees(config.arroy.n_trees).build(wtxn)),
+        AnnDb::HnswCosine(db) => {
+            ann_apply!(hannoy, "HNSW graph", db, wtxn, path, config, dim, change, b => b.ef_construction(config.hnsw.ef_construction).build::<HNSW_M, { 2 * HNSW_M }>(wtxn))
+        }
+        AnnDb::HnswL2(db) => {
+            ann_apply!(hannoy, "HNSW graph", db, wtxn, path, config, dim, change, b => b.ef_construction(config.hnsw.ef_construction).build::<HNSW_M, { 2 * HNSW_M }>(wtxn))
+        }
     }
     Ok(())
 }
