@@ -2,6 +2,7 @@
 //! iNaturalist 2018 (as distributed with OLTR and classifier-balancing).
 //!
 //! Parsing is strict: every malformed line is an error that names the file and the line.
+//! The label is the last field of a line, so a path may hold spaces.
 
 use std::path::{Path, PathBuf};
 
@@ -47,8 +48,8 @@ impl SplitList {
                 continue;
             }
             let err = |message: String| Error::Parse { path: file.to_path_buf(), line, message };
-            let mut fields = trimmed.split_whitespace();
-            let (Some(path), Some(label), None) = (fields.next(), fields.next(), fields.next()) else {
+            // The label is the last field, so a path may hold spaces (`train/ice cream/1.jpg 3`).
+            let Some((path, label)) = trimmed.rsplit_once(char::is_whitespace).map(|(p, l)| (p.trim_end(), l)) else {
                 return Err(err(format!("expected `path label`, found `{trimmed}`")));
             };
             let label: i64 = label.parse().map_err(|_| err(format!("label `{label}` is not an integer")))?;
