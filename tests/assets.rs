@@ -181,7 +181,7 @@ fn status_lists_every_asset_with_path_and_size() {
 }
 
 #[test]
-fn a_truncated_or_edited_weight_file_is_reported_damaged_and_fetch_repairs_it() {
+fn a_truncated_zeroed_or_edited_weight_file_is_reported_damaged_and_fetch_repairs_it() {
     let (home, _) = offline_efficientnet();
     let weights = home.path().join("assets/efficientnet-lite0/model.safetensors");
     let good = std::fs::read(&weights).unwrap();
@@ -199,7 +199,13 @@ fn a_truncated_or_edited_weight_file_is_reported_damaged_and_fetch_repairs_it() 
         bytes[mid] ^= 0x40;
         std::fs::write(p, bytes).unwrap();
     };
-    for damage in [&truncate as &dyn Fn(&Path), &edit] {
+    let zero = |p: &Path| {
+        let mut bytes = good.clone();
+        let block = bytes.len() / 3 / 4096 * 4096;
+        bytes[block..block + 4096].fill(0);
+        std::fs::write(p, bytes).unwrap();
+    };
+    for damage in [&truncate as &dyn Fn(&Path), &zero, &edit] {
         damage(&weights);
         let s = status_of();
         assert_eq!((s["present"].clone(), s["damaged"].clone()), (serde_json::json!(false), serde_json::json!(["model.safetensors"])), "{s}");
