@@ -228,3 +228,275 @@ fn os_errors_say_what_they_mean_once() {
     assert!(std::error::Error::source(&err).is_none());
     assert!(err.to_string().contains("a folder, not a file"), "{err}");
 }
+
+/// Rows of dimension `dim` unlike those of [`source`] (shifted by `shift`), none zero.
+fn rows(n: usize, dim: usize, shift: usize) -> Vec<f32> {
+    (0..n * dim).map(|i| (((i + shift) * 104_729 % 2003) as f32 / 2003.0) - 0.45).collect()
+}
+
+#[test]
+fn verify_finds_one_edited_vector_and_names_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in Backend::ALL {
+        let ix = dir.path().join(backend.name());
+        let config = IndexConfig { backend, deterministic: true, ..IndexConfig::default() };
+        let extra_rows = rows(50, 16, 11);
+        let extra = Source::from_vecs("extra", extra_rows, 16, vec!["x".into(); 50], vec![1; 50]).unwrap();
+        let mut index = RetrievalIndex::build(&ix, &config, &[source("train")]).unwrap();
+        index.add_source(&extra).unwrap();
+        let victim = index.source_ids("extra").unwrap().start + 7;
+        let stored = index.vectors(&[victim]).unwrap();
+        let fingerprint = index.fingerprint().to_string();
+        drop(index);
+        let report = rac_core::index::verify(&ix).unwrap();
+        assert!(report.is_ok(), "{backend}: a fresh index verifies: {}", report.report());
+
+        // Edit the stored vector in place, as a stray write would: same size, other value.
+        let data = ix.join("data.mdb");
+        let mut bytes = std::fs::read(&data).unwrap();
+        let needle: Vec<u8> = stored.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut edits = 0;
+        let mut at = 0;
+        while let Some(p) = bytes[at..].windows(needle.len()).position(|w| w == needle) {
+            let start = at + p;
+            bytes[start..start + 4].copy_from_slice(&(stored[0] + 0.25).to_le_bytes());
+            at = start + needle.len();
+            edits += 1;
+        }
+        assert!(edits >= 1, "{backend}: the stored vector is found in data.mdb");
+        std::fs::write(&data, &bytes).unwrap();
+
+        // Nothing cheap notices: it opens with the same fingerprint.
+        assert_eq!(RetrievalIndex::open(&ix).unwrap().fingerprint(), fingerprint, "{backend}");
+        let report = rac_core::index::verify(&ix).unwrap();
+        assert!(!report.is_ok(), "{backend}: {}", report.report());
+        let damage = report.damage().join("; ");
+        assert!(damage.contains("source `extra`") && !damage.contains("source `train`"), "{backend}: {damage}");
+        let out = rac(&["index", "verify", ix.to_str().unwrap()], &[]);
+        let stderr = exited_cleanly(&out);
+        assert!(stderr.contains("damaged") && stderr.contains("source `extra`"), "{backend}: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("DAMAGED"), "{backend}");
+    }
+}
+
+#[test]
+fn counts_that_disagree_are_found_at_open() {
+    // A source record that claims more items than the index holds: edit the JSON record in
+    // place (same length), as damage to the `sources` database would.
+    let dir = tempfile::tempdir().unwrap();
+    let ix = dir.path().join("ix");
+    drop(RetrievalIndex::build(&ix, &IndexConfig::default(), &[source("train")]).unwrap());
+    let data = ix.join("data.mdb");
+    let bytes = std::fs::read(&data).unwrap();
+    let needle = b"\"count\":400";
+    let p = bytes.windows(needle.len()).position(|w| w == needle).expect("the source record");
+    let mut edited = bytes.clone();
+    edited[p..p + needle.len()].copy_from_slice(b"\"count\":401");
+    std::fs::write(&data, &edited).unwrap();
+    let err = RetrievalIndex::open(&ix).err().expect("counts disagree").to_string();
+    assert!(err.contains("damaged") && err.contains("sources 401") && err.contains("rac index verify"), "{err}");
+    let report = rac_core::index::verify(&ix).unwrap();
+    assert!(!report.is_ok() && report.damage().iter().any(|d| d.contains("sources 401")), "{}", report.report());
+}
+
+/// Run `script` under `sh` in a private mount namespace (a tmpfs or a read-only mount
+/// seen by this script only), with `$RAC` the binary under test.
+fn in_private_mounts(script: &str) -> std::process::Output {
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("RAC", rac_tests::rac_bin())
+        .output()
+        .expect("unshare runs");
+    assert!(out.status.success(), "the script failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn features_file(path: &Path, n: usize, dim: usize) {
+    let labels = (0..n as u32).map(|i| i % 4).collect();
+    FeatureFile { vectors: rows(n, dim, 3), dim, labels, class_texts: None, keys: None }.write(path).unwrap();
+}
+
+#[test]
+fn a_disk_that_fills_during_a_build_is_named_and_the_old_index_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, big, disk) = (dir.path().join("small.safetensors"), dir.path().join("big.safetensors"), dir.path().join("disk"));
+    features_file(&small, 400, 16);
+    features_file(&big, 40_000, 32); // 5 MB of vectors on a 3 MB disk
+    std::fs::create_dir(&disk).unwrap();
+    let (s, b, d, o) = (small.display(), big.display(), disk.display(), dir.path().display());
+    let out = in_private_mounts(&format!(
+        "mount -t tmpfs -o size=3m tmpfs {d} && \"$RAC\" index build {d}/ix --features {s} --backend exact >/dev/null && \
+         \"$RAC\" index stats --json {d}/ix > {o}/before.json && \
+         {{ \"$RAC\" index build {d}/ix --features {b} --backend exact 2> {o}/full.txt; echo $? > {o}/full.rc; }} ; \
+         \"$RAC\" index stats --json {d}/ix > {o}/after.json"
+    ));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(read("full.rc").trim(), "1", "a clean error exit: {}", read("full.txt"));
+    let msg = read("full.txt");
+    assert!(msg.contains("the disk is full") && msg.contains("data.mdb") && !msg.contains("Input/output error (os error 5):"), "{msg}");
+    // The failed write grew the file; the committed index is the one before it.
+    let stats = |name: &str| -> (serde_json::Value, serde_json::Value) {
+        let v: serde_json::Value = serde_json::from_str(&read(name)).unwrap();
+        (v["items"].clone(), v["fingerprint"].clone())
+    };
+    assert_eq!(stats("before.json"), stats("after.json"), "the old index answers as before\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stats("after.json").0, 400);
+}
+
+#[test]
+fn an_index_on_a_read_only_filesystem_is_read_and_not_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (feats, disk) = (dir.path().join("f.safetensors"), dir.path().join("disk"));
+    features_file(&feats, 400, 16);
+    std::fs::create_dir(&disk).unwrap();
+    let (f, d, o) = (feats.display(), disk.display(), dir.path().display());
+    let mut script =
+        format!("mount -t tmpfs -o size=8m tmpfs {d} && \"$RAC\" index build {d}/ix --features {f} >/dev/null && mount -o remount,ro {d}");
+    for (name, args) in [
+        ("stats", format!("index stats {d}/ix")),
+        ("query", format!("index query {d}/ix --features {f} --k 3")),
+        ("verify", format!("index verify {d}/ix")),
+        ("add", format!("index add-source {d}/ix more --features {f}")),
+    ] {
+        script.push_str(&format!(" && {{ \"$RAC\" {args} > {o}/{name}.out 2> {o}/{name}.err; echo $? > {o}/{name}.rc; }}"));
+    }
+    in_private_mounts(&script);
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    for name in ["stats", "query", "verify"] {
+        assert_eq!(read(&format!("{name}.rc")).trim(), "0", "rac index {name} on a read-only index: {}", read(&format!("{name}.err")));
+    }
+    assert!(read("stats.out").contains("400"), "{}", read("stats.out"));
+    assert!(read("verify.out").contains("verdict: ok"), "{}", read("verify.out"));
+    assert_eq!(read("add.rc").trim(), "1");
+    let msg = read("add.err");
+    assert!(msg.contains("read-only") && msg.contains("copy the folder"), "{msg}");
+}
+
+#[test]
+fn knn_eval_names_its_input_files_not_its_temporary_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test, zero) = (dir.path().join("train.safetensors"), dir.path().join("test8.safetensors"), dir.path().join("zero.safetensors"));
+    features_file(&train, 400, 16);
+    features_file(&test, 20, 8);
+    let mut z = FeatureFile { vectors: rows(3, 16, 5), dim: 16, labels: vec![0, 1, 2], class_texts: None, keys: None };
+    z.vectors[16..32].fill(0.0);
+    z.write(&zero).unwrap();
+    let t = train.to_str().unwrap();
+    let stderr = exited_cleanly(&rac(&["index", "knn-eval", "--train", t, "--test", test.to_str().unwrap()], &[]));
+    assert!(stderr.contains("test8.safetensors") && stderr.contains("dimension 8") && !stderr.contains("/index"), "{stderr}");
+    let stderr = exited_cleanly(&rac(&["index", "knn-eval", "--train", t, "--test", zero.to_str().unwrap()], &[]));
+    assert!(stderr.contains("zero.safetensors") && stderr.contains("row 1 is all zeros") && !stderr.contains("/index"), "{stderr}");
+}
+
+#[test]
+fn a_split_path_with_a_space_is_read_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let m = scratch_manifest(d.path(), "train/ice cream/1.jpg 0\ntrain/dog/2.jpg 1\ntrain/fox/3.jpg 2\n", None);
+    let ds = Dataset::load(&m, &DataOverrides::default(), &cache()).unwrap();
+    assert_eq!(ds.class_texts, ["ice cream", "dog", "fox"]);
+    assert_eq!(ds.train.item_id(0), "train/ice cream/1.jpg");
+}
+
+/// The damage a fault sweep does to a file: truncated to half, a 4 KiB block zeroed (at
+/// `at`, page-aligned), one byte flipped (at `at`).
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Truncate,
+    Zero,
+    Edit,
+}
+
+impl Fault {
+    const ALL: [Fault; 3] = [Fault::Truncate, Fault::Zero, Fault::Edit];
+
+    fn apply(self, path: &Path, good: &[u8], at: usize) {
+        let mut bytes = good.to_vec();
+        match self {
+            Fault::Truncate => bytes.truncate(good.len() / 2),
+            Fault::Zero => {
+                let start = at / 4096 * 4096;
+                let end = (start + 4096).min(bytes.len());
+                bytes[start..end].fill(0);
+            }
+            Fault::Edit => bytes[at] ^= 0x5a,
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+/// Acceptance 4 of the damage issue: truncate, zero and edit an index's data file, and a
+/// feature-store entry, and run the commands that read them. No command dies of a signal;
+/// each either answers as before or names the damage; rebuilding or re-encoding repairs it.
+/// (The asset cache's weight files get the same three faults in `tests/assets.rs`.)
+#[test]
+fn fault_sweep_over_an_index_and_a_feature_store_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let feats = dir.path().join("f.safetensors");
+    features_file(&feats, 400, 16);
+    let f = feats.to_str().unwrap();
+    let ix = dir.path().join("ix");
+    let ix_arg = ix.to_str().unwrap();
+    rac_tests::rac_ok(&["index", "build", ix_arg, "--features", f], &[]);
+    let data = ix.join("data.mdb");
+    let good = std::fs::read(&data).unwrap();
+    // Where item 123's vector is stored (under cosine: normalised, as `query` reads it back).
+    let stored = RetrievalIndex::open(&ix).unwrap().vectors(&[123]).unwrap();
+    let needle: Vec<u8> = stored.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let at = good.windows(needle.len()).position(|w| w == needle).expect("item 123's vector in data.mdb");
+    let reference = rac_tests::rac_ok(&["index", "query", ix_arg, "--features", f, "--k", "3", "--rows", "5"], &[]);
+    for fault in Fault::ALL {
+        fault.apply(&data, &good, at);
+        let mut named = false;
+        for args in [
+            vec!["index", "stats", ix_arg],
+            vec!["index", "query", ix_arg, "--features", f, "--k", "3", "--rows", "5"],
+            vec!["index", "verify", ix_arg],
+        ] {
+            let out = rac(&args, &[]);
+            let code = out.status.code();
+            assert!(code == Some(0) || code == Some(1), "{fault:?}: rac {args:?} ended with {:?}", out.status);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if code == Some(1) {
+                assert!(stderr.contains("damaged") || stderr.contains("corrupted"), "{fault:?}: rac {args:?}: {stderr}");
+                named = true;
+            }
+        }
+        assert!(named, "{fault:?}: the damage is named by at least `rac index verify`");
+        // Whatever the damage, it can be rebuilt: refused over a damaged data file (it may be
+        // the only copy), accepted once the folder is removed, and then answers as before.
+        let out = rac(&["index", "build", ix_arg, "--features", f], &[]);
+        assert!(matches!(out.status.code(), Some(0) | Some(1)), "{fault:?}: build ended with {:?}", out.status);
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("damaged") && stderr.contains("remove the folder"), "{fault:?}: {stderr}");
+            std::fs::remove_dir_all(&ix).unwrap();
+            rac_tests::rac_ok(&["index", "build", ix_arg, "--features", f], &[]);
+        }
+        let again = rac_tests::rac_ok(&["index", "query", ix_arg, "--features", f, "--k", "3", "--rows", "5"], &[]);
+        assert_eq!(again, reference, "{fault:?}: the rebuilt index answers as before");
+        let report = rac_core::index::verify(&ix).unwrap();
+        assert!(report.is_ok(), "{fault:?}: {}", report.report());
+        std::fs::write(&data, &good).unwrap();
+    }
+
+    // A feature-store entry: its features file truncated, zeroed or edited is re-encoded
+    // with a warning, to the same bytes.
+    let set = tempfile::tempdir().unwrap();
+    let manifest = rac_tests::tiny_fashion_set(set.path(), 2, 1);
+    let store = dir.path().join("store");
+    let m = manifest.to_str().unwrap();
+    let encode = || rac(&["encode", m, "--split", "train", "--store", store.to_str().unwrap()], &[]);
+    assert!(encode().status.success());
+    let entry = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir()).expect("one entry");
+    let file = entry.join("features.safetensors");
+    let good = std::fs::read(&file).unwrap();
+    let at = good.len() - 100;
+    for fault in Fault::ALL {
+        fault.apply(&file, &good, at);
+        let out = encode();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{fault:?}: {stderr}");
+        assert!(stderr.contains("damaged") && stderr.contains("encoding it again"), "{fault:?}: {stderr}");
+        assert!(std::fs::read(&file).unwrap() == good, "{fault:?}: re-encoded to the same bytes");
+    }
+}

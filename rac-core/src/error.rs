@@ -289,6 +289,18 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A change asked of an index opened read-only.
+    #[error(
+        "{path}: {op}: the index was opened read-only (its folder cannot be written: a read-only filesystem or another user's folder); \
+         it can be queried, not changed: copy the folder somewhere writable to change it"
+    )]
+    IndexReadOnly {
+        /// The index folder.
+        path: PathBuf,
+        /// The change that was refused.
+        op: String,
+    },
+
     /// An error of the storage layer (LMDB, arroy, hannoy) while doing something to an index.
     #[error("{path}: {op}: {message}")]
     IndexStore {
@@ -328,6 +340,16 @@ impl Error {
         }
     }
 
+    /// A section's [`Error::Setting`] found after loading (where the data decides, as for
+    /// `retrieval.k_max` against the index's size): the field named in full; other errors
+    /// are returned unchanged.
+    pub fn within(self, section: &str) -> Self {
+        match self {
+            Error::Setting { field, message } => Error::Setting { field: format!("{section}.{field}"), message },
+            other => other,
+        }
+    }
+
     /// Attach a hint to a [`Error::MissingFile`]; other errors are returned unchanged.
     pub fn with_hint(self, new_hint: impl Into<String>) -> Self {
         match self {
@@ -338,7 +360,7 @@ impl Error {
 }
 
 /// An OS error in words, for the causes a user can act on.
-fn io_meaning(e: &std::io::Error) -> String {
+pub(crate) fn io_meaning(e: &std::io::Error) -> String {
     use std::io::ErrorKind::*;
     match e.kind() {
         StorageFull => format!("the disk is full ({e}); free space on that filesystem, or point RAC_HOME at another one"),

@@ -42,6 +42,17 @@ impl FeatureFile {
         self.labels.is_empty()
     }
 
+    /// Whether its rows can be searched with or stored under `metric` (none all zeros under
+    /// cosine; finiteness is checked when it is read), and are of dimension `dim`; errors
+    /// name the file `path` it came from.
+    pub fn check_for(&self, path: &Path, metric: super::config::Metric, dim: usize) -> Result<()> {
+        let tensor_err = |message: String| Error::Tensor { path: path.to_path_buf(), name: "features".into(), message };
+        if self.dim != dim {
+            return Err(tensor_err(format!("vectors of dimension {}, where {dim} are needed", self.dim)));
+        }
+        super::backend::check_rows(&self.vectors, self.dim, metric).map_err(|bad| tensor_err(bad.describe()))
+    }
+
     /// Read a feature file; errors name the file and tensor.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = crate::fsio::read(path, "feature file")?;

@@ -40,6 +40,21 @@ pub(crate) fn file_of(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("graph.{generation}.usearch"))
 }
 
+/// The bytes of the recorded generation's file (and its name), or why they are not those
+/// its commit recorded: missing, another length, another checksum.
+pub(crate) fn read_checked(dir: &Path, record: &GraphRecord) -> std::result::Result<(String, Vec<u8>), String> {
+    let file = file_of(dir, record.generation);
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let bytes = std::fs::read(&file).map_err(|e| format!("{name} cannot be read ({e})"))?;
+    if bytes.len() as u64 != record.bytes {
+        return Err(format!("{name} is {} bytes, but the index recorded {}", bytes.len(), record.bytes));
+    }
+    if checksum(&bytes) != record.xxh3 {
+        return Err(format!("{name} does not match the checksum the index recorded"));
+    }
+    Ok((name, bytes))
+}
+
 /// The xxh3-128 checksum of a graph file's bytes, as hex.
 fn checksum(bytes: &[u8]) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
@@ -214,15 +229,7 @@ impl Graph {
     /// Load the graph file that `record` names, or say why it cannot be used: missing,
     /// of another length, another checksum, or not the graph of `dim`-d vectors it records.
     pub fn load(dir: &Path, record: &GraphRecord, config: &IndexConfig, dim: usize) -> std::result::Result<Self, String> {
-        let file = file_of(dir, record.generation);
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let bytes = std::fs::read(&file).map_err(|e| format!("{name} cannot be read ({e})"))?;
-        if bytes.len() as u64 != record.bytes {
-            return Err(format!("{name} is {} bytes, but the index recorded {}", bytes.len(), record.bytes));
-        }
-        if checksum(&bytes) != record.xxh3 {
-            return Err(format!("{name} does not match the checksum the index recorded"));
-        }
+        let (name, bytes) = read_checked(dir, record)?;
         let mut graph = Graph::new(dir, config, dim, 0).map_err(|e| e.to_string())?;
         graph.index.load_from_buffer(&bytes).map_err(|e| format!("{name} does not load ({e})"))?;
         graph.use_our_distance();

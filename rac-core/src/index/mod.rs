@@ -3,11 +3,13 @@
 //! | module | job |
 //! |---|---|
 //! | [`config`] | backends (arroy, HNSW, exact), metrics and their knobs |
+//! | `lmdb_file` | the LMDB data file read by hand before LMDB maps it: meta pages, every tree's pages |
 //! | `store` | the LMDB environment, its records, transactional writes, map growth |
 //! | `backend` | arroy and hannoy's HNSW behind one reader/rebuild interface |
 //! | `graph` | usearch's HNSW: the in-memory graph, its checksummed generation files |
 //! | `exact` | brute force as a candle matrix product (the ground truth) |
 //! | [`retrieval`] | [`RetrievalIndex`]: build, add/remove sources, stats, query |
+//! | [`verify`] | read back every source and the graph file against the checksums their commits recorded |
 //! | [`neighbours`] | [`NeighbourCache`]: neighbour lists stored per (index fingerprint, k_max) |
 //! | [`knn_eval`] | retrieval-only classification (1-NN, majority, weighted vote; Table 4), exact 1-NN of two feature sets |
 //! | [`features`] | feature files (safetensors) an index is built from |
@@ -36,10 +38,12 @@ pub mod neighbours;
 pub mod npy;
 pub mod retrieval;
 pub mod synthetic;
+pub mod verify;
 
 mod backend;
 mod exact;
 mod graph;
+mod lmdb_file;
 mod store;
 
 pub use crate::fsio::CacheOutcome;
@@ -50,3 +54,4 @@ pub use knn_eval::{KnnReport, VoteRule, one_nn_accuracy, retrieval_only_table};
 pub use neighbours::{CacheEntry, CacheQuery, NeighbourCache, NeighbourLists, QuerySet};
 pub use retrieval::{IndexStats, ItemId, Neighbours, QueryOptions, RetrievalIndex, Source, SourceStats};
 pub use store::{FORMAT_VERSION, Failpoint, ItemRecord, SourceRecord};
+pub use verify::{SourceCheck, SourceStatus, VerifyReport, verify};

@@ -252,9 +252,8 @@ impl NeighbourCache<'_> {
     /// them, otherwise searched `k_max` deep, stored, and truncated to `k`. A `k_max` beyond
     /// the index's items is an error naming `k_max`.
     pub fn lists(&mut self, set: &QuerySet<'_>, query: CacheQuery) -> Result<(NeighbourLists, CacheOutcome)> {
-        if let Some(lists) = self.get(set, query)? {
-            return Ok((lists, CacheOutcome::Hit));
-        }
+        // Checked before the lookup, so that a setting that is wrong for this index is named
+        // whether or not a shallower entry happens to be cached.
         let (k_max, drop_self) = (query.k_max, query.drop_self);
         let n = self.index.len();
         if k_max + usize::from(drop_self) > n {
@@ -262,6 +261,9 @@ impl NeighbourCache<'_> {
                 field: "k_max".into(),
                 message: format!("{k_max} neighbours{} are more than the index's {n} items", if drop_self { " plus the query itself" } else { "" }),
             });
+        }
+        if let Some(lists) = self.get(set, query)? {
+            return Ok((lists, CacheOutcome::Hit));
         }
         let hits = match set {
             QuerySet::Source(name) => {

@@ -16,7 +16,7 @@ use super::backend::{self, IdVector, Searcher};
 use super::config::{Backend, HNSW_M, IndexConfig, Metric};
 use super::exact::ExactMatrix;
 use super::graph::{self, Graph};
-use super::store::{self, AnnDb, Failpoint, GraphRecord, ItemRecord, Meta, SourceRecord, Store, StoreResult};
+use super::store::{self, AnnDb, Failpoint, GraphRecord, ItemRecord, Meta, SourceRecord, Store, StoreResult, StoredHasher, decode_f32, encode_f32};
 use crate::error::{Error, Result};
 
 /// The id of an item in an index; ids are handed out in order and never reused.
@@ -467,7 +467,7 @@ impl RetrievalIndex {
     /// The sources, in the order they were added.
     pub fn sources(&self) -> Result<Vec<SourceRecord>> {
         let rtxn = self.store.env.read_txn().at(self.path(), "reading sources")?;
-        read_sources(&rtxn, self.store.dbs.sources, self.path())
+        store::read_sources(&rtxn, self.store.dbs.sources, self.path())
     }
 
     /// One source by name.
@@ -713,6 +713,10 @@ impl RetrievalIndex {
     /// left are those of the committed generation; a handle whose graph was being changed
     /// when the change failed loads the committed one again.
     fn apply(&mut self, op: &str, change: Change<'_>, rebuild: Option<(AnnDb, AnnDb, IndexConfig)>) -> Result<()> {
+        // Before any work (a usearch change writes its graph file before the transaction).
+        if self.store.read_only {
+            return Err(Error::IndexReadOnly { path: self.path().to_path_buf(), op: op.to_string() });
+        }
         let result = self.apply_change(op, change, rebuild);
         graph::remove_other_generations(self.path(), self.store.meta.graph.as_ref().map(|r| r.generation));
         if result.is_err() && self.graph.is_none() {
@@ -767,7 +771,7 @@ impl RetrievalIndex {
         let store = &mut self.store;
         let mut write = || {
             store.write(op, |wtxn, dbs, meta| {
-                let mut sources = read_sources(wtxn, dbs.sources, &path)?;
+                let mut sources = store::read_sources(wtxn, dbs.sources, &path)?;
                 let mut removed: Vec<ItemId> = Vec::new();
                 let mut inserted: Vec<IdVector> = Vec::new();
                 let replace = matches!(change, Change::Replace(_));
@@ -799,17 +803,27 @@ impl RetrievalIndex {
                 }
                 for ((s, vectors), hash) in added.iter().zip(&prepared).zip(&hashes) {
                     let first = meta.next_id;
+                    let mut stored = StoredHasher::new();
                     for (i, row) in vectors.chunks(s.dim).enumerate() {
                         let id = first + i as u32;
                         let rec = ItemRecord { key: s.keys[i].clone(), source: s.name.clone(), label: s.labels[i], text: s.texts[i].clone() };
-                        dbs.items.put(wtxn, &id, &serde_json::to_vec(&rec).expect("record serialises")).at(&path, op)?;
+                        let rec = serde_json::to_vec(&rec).expect("record serialises");
+                        dbs.items.put(wtxn, &id, &rec).at(&path, op)?;
+                        let bytes = encode_f32(row);
+                        stored.item(&bytes, &rec);
                         if config.backend.keeps_vectors_in_lmdb() {
-                            dbs.vectors.put(wtxn, &id, &encode_f32(row)).at(&path, op)?;
+                            dbs.vectors.put(wtxn, &id, &bytes).at(&path, op)?;
                         } else {
                             inserted.push((id, row.to_vec()));
                         }
                     }
-                    let rec = SourceRecord { name: s.name.clone(), first_id: first, count: s.len() as u32, content_sha256: hash.clone() };
+                    let rec = SourceRecord {
+                        name: s.name.clone(),
+                        first_id: first,
+                        count: s.len() as u32,
+                        content_sha256: hash.clone(),
+                        stored_xxh3: Some(stored.finish()),
+                    };
                     dbs.sources.put(wtxn, &s.name, &serde_json::to_vec(&rec).expect("record serialises")).at(&path, op)?;
                     sources.push(rec);
                     meta.next_id += s.len() as u32;
@@ -893,21 +907,6 @@ fn same_db(a: AnnDb, b: AnnDb) -> bool {
     std::mem::discriminant(&a) == std::mem::discriminant(&b)
 }
 
-pub(crate) fn read_sources(rtxn: &heed::RoTxn<'_>, db: store::NameDb, path: &Path) -> Result<Vec<SourceRecord>> {
-    let mut out = Vec::new();
-    for entry in db.iter(rtxn).at(path, "reading sources")? {
-        let (name, bytes) = entry.at(path, "reading sources")?;
-        let rec: SourceRecord = serde_json::from_slice(bytes).map_err(|e| Error::IndexStore {
-            path: path.to_path_buf(),
-            op: "reading sources".into(),
-            message: format!("source `{name}`: {e}"),
-        })?;
-        out.push(rec);
-    }
-    out.sort_by_key(|s| s.first_id);
-    Ok(out)
-}
-
 fn read_item(rtxn: &heed::RoTxn<'_>, store: &Store, id: ItemId) -> Result<ItemRecord> {
     let bytes = store.dbs.items.get(rtxn, &id).at(&store.path, "reading items")?.ok_or_else(|| Error::IndexStore {
         path: store.path.clone(),
@@ -919,12 +918,4 @@ fn read_item(rtxn: &heed::RoTxn<'_>, store: &Store, id: ItemId) -> Result<ItemRe
         op: "reading items".into(),
         message: format!("item {id}: {e}"),
     })
-}
-
-fn encode_f32(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn decode_f32(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }

@@ -22,6 +22,8 @@ use heed::{CommitOrAbort, Env, EnvOpenOptions, RwTxn, WithoutTls};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Backend, IndexConfig, Metric};
+use super::lmdb_file;
+pub(crate) use super::lmdb_file::Depth;
 use crate::error::{Error, Result};
 
 const NO_FOLDER: &str = "no such folder";
@@ -34,9 +36,6 @@ const INTERRUPTED: &str = "no format version stored (an interrupted first build,
 pub(crate) fn may_build_over(reason: &str) -> bool {
     [NO_FOLDER, NO_DATA, INTERRUPTED].contains(&reason)
 }
-
-/// The magic number of an LMDB meta page.
-const LMDB_MAGIC: u32 = 0xBEEF_C0DE;
 
 /// The version of the on-disk layout this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -138,12 +137,40 @@ pub struct SourceRecord {
     pub count: u32,
     /// sha256 of its vectors, labels, texts and keys, as added.
     pub content_sha256: String,
+    /// xxh3-128 of its items as stored (see [`StoredHasher`]), which `rac index verify`
+    /// recomputes; absent in sources written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_xxh3: Option<String>,
 }
 
 impl SourceRecord {
     /// Its item ids.
     pub fn ids(&self) -> std::ops::Range<u32> {
         self.first_id..self.first_id + self.count
+    }
+}
+
+/// The checksum of one source's items as LMDB stores them: per item, in id order, its
+/// stored vector's bytes (normalised under cosine) and its record's bytes. The content
+/// sha256 covers what was added; this one covers what is read back, so an edit of a stored
+/// vector or record, which changes neither the fingerprint nor the counts, is found. xxh3
+/// (as for the graph file): it guards against damage, not an adversary, at memory speed.
+pub(crate) struct StoredHasher(xxhash_rust::xxh3::Xxh3);
+
+impl StoredHasher {
+    pub fn new() -> Self {
+        StoredHasher(xxhash_rust::xxh3::Xxh3::new())
+    }
+
+    /// Add the next item: its stored vector (f32, little-endian) and its record's bytes.
+    pub fn item(&mut self, vector: &[u8], record: &[u8]) {
+        self.0.update(vector);
+        self.0.update(&(record.len() as u64).to_le_bytes());
+        self.0.update(record);
+    }
+
+    pub fn finish(&self) -> String {
+        format!("{:032x}", self.0.digest128())
     }
 }
 
@@ -210,9 +237,38 @@ fn store_error(path: &Path, op: &str, map_full: bool, message: String) -> Error 
     }
 }
 
+/// An LMDB error in words. LMDB reports a write that only partly fit as EIO ("short write,
+/// filesystem full?"), so an EIO while the folder's filesystem has (almost) no space left
+/// is said to be a full disk, as ENOSPC is.
+fn heed_message(path: &Path, e: &heed::Error) -> String {
+    use heed::MdbError::{Corrupted, PageNotFound, Panic};
+    if let heed::Error::Mdb(m @ (Corrupted | PageNotFound | Panic)) = e {
+        return format!(
+            "the index is damaged: LMDB found a page it cannot use ({m}); run `rac index verify` to see which source, \
+             then remove the folder and rebuild it with `rac index build`"
+        );
+    }
+    let heed::Error::Io(io) = e else { return e.to_string() };
+    const NEARLY_FULL: u64 = 1 << 20;
+    let free = fs4::available_space(path).ok();
+    let full = io.kind() == std::io::ErrorKind::StorageFull || (io.raw_os_error() == Some(EIO) && free.is_some_and(|f| f < NEARLY_FULL));
+    if full {
+        let free = free.map_or(String::new(), |f| format!(", {f} bytes free"));
+        format!(
+            "the disk is full while writing {} ({io}{free}); free space on that filesystem (or build the index in a folder on another one) and run it again",
+            data_file(path).display()
+        )
+    } else {
+        crate::error::io_meaning(io)
+    }
+}
+
+/// EIO, as LMDB returns it for a short write.
+const EIO: i32 = 5;
+
 impl<T> StoreResult<T> for std::result::Result<T, heed::Error> {
     fn at(self, path: &Path, op: &str) -> Result<T> {
-        self.map_err(|e| store_error(path, op, is_map_full_heed(&e), e.to_string()))
+        self.map_err(|e| store_error(path, op, is_map_full_heed(&e), heed_message(path, &e)))
     }
 }
 
@@ -220,7 +276,8 @@ impl<T> StoreResult<T> for std::result::Result<T, arroy::Error> {
     fn at(self, path: &Path, op: &str) -> Result<T> {
         self.map_err(|e| {
             let full = matches!(&e, arroy::Error::Heed(h) if is_map_full_heed(h));
-            store_error(path, op, full, e.to_string())
+            let message = if let arroy::Error::Heed(h) = &e { heed_message(path, h) } else { e.to_string() };
+            store_error(path, op, full, message)
         })
     }
 }
@@ -229,9 +286,35 @@ impl<T> StoreResult<T> for std::result::Result<T, hannoy::Error> {
     fn at(self, path: &Path, op: &str) -> Result<T> {
         self.map_err(|e| {
             let full = matches!(&e, hannoy::Error::Heed(h) if is_map_full_heed(h));
-            store_error(path, op, full, e.to_string())
+            let message = if let hannoy::Error::Heed(h) = &e { heed_message(path, h) } else { e.to_string() };
+            store_error(path, op, full, message)
         })
     }
+}
+
+pub(crate) fn read_sources(rtxn: &heed::RoTxn<'_>, db: NameDb, path: &Path) -> Result<Vec<SourceRecord>> {
+    let mut out = Vec::new();
+    for entry in db.iter(rtxn).at(path, "reading sources")? {
+        let (name, bytes) = entry.at(path, "reading sources")?;
+        let rec: SourceRecord = serde_json::from_slice(bytes).map_err(|e| Error::IndexStore {
+            path: path.to_path_buf(),
+            op: "reading sources".into(),
+            message: format!("source `{name}`: {e}"),
+        })?;
+        out.push(rec);
+    }
+    out.sort_by_key(|s| s.first_id);
+    Ok(out)
+}
+
+/// A vector as LMDB stores it: f32, little-endian.
+pub(crate) fn encode_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A stored vector read back.
+pub(crate) fn decode_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 /// The LMDB data file of an index folder.
@@ -247,60 +330,50 @@ pub(crate) struct Store {
     pub meta: Meta,
     map_size: usize,
     pub failpoint: Option<Failpoint>,
+    /// Opened read-only (its folder cannot be written): reads work, changes are refused.
+    pub read_only: bool,
 }
 
-/// LMDB trusts its file and maps it whole: a foreign file can make it misbehave, and one
-/// shorter than its own meta pages say (a copy taken while it was written, a partial sync)
-/// makes the first read past its end a SIGBUS. So before LMDB sees `data`, read its two meta
-/// pages: the magic, the page size, and the last page the newer one (larger txnid) uses.
-fn check_data_file(path: &Path, data: &Path) -> Result<()> {
-    // Offsets in a meta page: a 16-byte page header, then MDB_meta: magic (u32) at 16, the
-    // page size in the free database's `md_pad` (u32) at 40, `mm_last_pg` (u64) at 136 and
-    // `mm_txnid` (u64) at 144.
-    const MAGIC_AT: usize = 16;
-    const PSIZE_AT: usize = 40;
-    const LAST_PG_AT: usize = 136;
-    const TXNID_AT: usize = 144;
-    let damaged = |reason: String| Error::NotAnIndex { path: path.to_path_buf(), reason };
-    let mut file = std::fs::File::open(data).map_err(|e| Error::io("opening", "index data file", data, e))?;
-    let len = file.metadata().map_err(|e| Error::io("reading", "index data file", data, e))?.len();
-    let mut first = [0u8; 152];
-    if std::io::Read::read_exact(&mut file, &mut first).is_err() {
-        return Err(damaged(format!("its data.mdb is {len} bytes, too short for an LMDB environment")));
-    }
-    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    if u32_at(&first, MAGIC_AT) != LMDB_MAGIC {
-        return Err(damaged("its data.mdb is not an LMDB environment".into()));
-    }
-    let psize = u32_at(&first, PSIZE_AT) as u64;
-    if !psize.is_power_of_two() || !(512..=65536).contains(&psize) {
-        return Err(damaged(format!("its data.mdb records a page size of {psize} bytes: the file is damaged")));
-    }
-    let mut second = [0u8; 152];
-    let read_second =
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(psize)).and_then(|_| std::io::Read::read_exact(&mut file, &mut second)).is_ok();
-    let metas: Vec<&[u8]> = if read_second && u32_at(&second, MAGIC_AT) == LMDB_MAGIC { vec![&first, &second] } else { vec![&first] };
-    let newest = metas.iter().max_by_key(|m| u64_at(m, TXNID_AT)).expect("one meta page");
-    let need = u64_at(newest, LAST_PG_AT).saturating_add(1).saturating_mul(psize);
-    if len < need.max(2 * psize) {
-        return Err(damaged(format!(
-            "it is damaged: data.mdb is {len} bytes, but its meta pages need {} (truncated while it was copied or written?); \
-             remove the folder and rebuild it with `rac index build`",
-            need.max(2 * psize)
-        )));
-    }
-    Ok(())
+/// Check the tree of the snapshot `env`'s next read transaction sees, before anything of
+/// LMDB's walks it (see `lmdb_file`).
+fn check_snapshot(env: &Env<WithoutTls>, path: &Path, file: &lmdb_file::DataFile, depth: Depth) -> Result<()> {
+    let rtxn = env.read_txn().at(path, "opening")?;
+    lmdb_file::check_tree(path, &data_file(path), file, rtxn.id() as u64, depth)
 }
 
-fn open_env(path: &Path, map_size: usize) -> Result<Env<WithoutTls>> {
+/// How an environment is opened: read-write, or read-only where the folder cannot be written
+/// (a read-only mount, a folder of another user), so that `stats` and queries still work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Write,
+    OnlyRead,
+    /// Read-only without LMDB's lock file, which cannot be opened for writing: no reader is
+    /// registered, which only matters to a writer, and whoever may write the folder is not us.
+    OnlyReadNoLock,
+}
+
+fn try_open_env(path: &Path, map_size: usize, access: Access) -> heed::Result<Env<WithoutTls>> {
     let mut opts = EnvOpenOptions::new().read_txn_without_tls();
     opts.map_size(map_size).max_dbs(12);
+    // SAFETY: READ_ONLY is safe; NO_LOCK only where this process cannot write the folder
+    // (see `Access::OnlyReadNoLock`).
+    match access {
+        Access::Write => {}
+        Access::OnlyRead => unsafe {
+            opts.flags(heed::EnvFlags::READ_ONLY);
+        },
+        Access::OnlyReadNoLock => unsafe {
+            opts.flags(heed::EnvFlags::READ_ONLY | heed::EnvFlags::NO_LOCK);
+        },
+    }
     // SAFETY: the folder is only ever opened through this module, which never lets two
     // environments of one process map the same folder (heed refuses that too), and the data
     // file is only modified by LMDB itself.
-    let env = unsafe { opts.open(path) };
-    env.map_err(|e| match e {
+    unsafe { opts.open(path) }
+}
+
+fn open_error(path: &Path, e: heed::Error) -> Error {
+    match e {
         heed::Error::EnvAlreadyOpened => Error::IndexStore {
             path: path.to_path_buf(),
             op: "opening".into(),
@@ -309,8 +382,33 @@ fn open_env(path: &Path, map_size: usize) -> Result<Env<WithoutTls>> {
         heed::Error::Mdb(heed::MdbError::Invalid) | heed::Error::Mdb(heed::MdbError::VersionMismatch) => {
             Error::NotAnIndex { path: path.to_path_buf(), reason: format!("data.mdb is not an LMDB environment ({e})") }
         }
-        other => Error::IndexStore { path: path.to_path_buf(), op: "opening".into(), message: other.to_string() },
-    })
+        other => Error::IndexStore { path: path.to_path_buf(), op: "opening".into(), message: heed_message(path, &other) },
+    }
+}
+
+fn open_env(path: &Path, map_size: usize, access: Access) -> Result<Env<WithoutTls>> {
+    try_open_env(path, map_size, access).map_err(|e| open_error(path, e))
+}
+
+/// Whether opening failed because the folder or its files cannot be written.
+fn is_not_writable(e: &heed::Error) -> bool {
+    use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
+    matches!(e, heed::Error::Io(io) if matches!(io.kind(), PermissionDenied | ReadOnlyFilesystem))
+}
+
+/// Open the environment of an existing index: read-write, or read-only when it cannot be
+/// written. Returns whether it is read-only.
+fn open_existing_env(path: &Path, map_size: usize) -> Result<(Env<WithoutTls>, bool)> {
+    let read_only = match try_open_env(path, map_size, Access::Write) {
+        Ok(env) => return Ok((env, false)),
+        Err(e) if is_not_writable(&e) => try_open_env(path, map_size, Access::OnlyRead),
+        Err(e) => return Err(open_error(path, e)),
+    };
+    let env = match read_only {
+        Err(e) if is_not_writable(&e) => open_env(path, map_size, Access::OnlyReadNoLock)?,
+        other => other.map_err(|e| open_error(path, e))?,
+    };
+    Ok((env, true))
 }
 
 /// The approximate backend's database name: one per backend and metric, so that a rebuild
@@ -361,6 +459,52 @@ fn create_dbs(env: &Env<WithoutTls>, path: &Path, config: &IndexConfig) -> Resul
     Ok(Dbs { meta, items, sources, vectors, neighbours, ann })
 }
 
+/// The databases of an index opened read-only: they must all exist already.
+fn open_dbs(env: &Env<WithoutTls>, path: &Path, config: &IndexConfig) -> Result<Dbs> {
+    let missing = |what: &str| Error::NotAnIndex { path: path.to_path_buf(), reason: format!("it has no `{what}` database") };
+    let rtxn = env.read_txn().at(path, "opening databases")?;
+    let (meta, items, sources, vectors, neighbours) = env
+        .open_databases_and_commit(rtxn, |dbo, r| -> heed::Result<_> {
+            Ok(CommitOrAbort::<_, ()>::Commit((
+                dbo.open_database::<Str, Bytes>(r, Some("meta"))?,
+                dbo.open_database::<U32<BigEndian>, Bytes>(r, Some("items"))?,
+                dbo.open_database::<Str, Bytes>(r, Some("sources"))?,
+                dbo.open_database::<U32<BigEndian>, Bytes>(r, Some("vectors"))?,
+                dbo.open_database::<Str, Bytes>(r, Some("neighbours"))?,
+            )))
+        })
+        .at(path, "opening databases")?
+        .unwrap_commit();
+    let ann = match ann_name(config.backend, config.metric) {
+        None => AnnDb::None,
+        Some(name) => {
+            let rtxn = env.read_txn().at(path, "opening databases")?;
+            let db = env
+                .open_databases_and_commit(rtxn, |dbo, r| -> heed::Result<_> {
+                    let opts = dbo.database_options();
+                    let db = match (config.backend, config.metric) {
+                        (Backend::Arroy, Metric::Cosine) => opts.types().name(name).open(r)?.map(AnnDbT::ArroyCosine),
+                        (Backend::Arroy, Metric::L2) => opts.types().name(name).open(r)?.map(AnnDbT::ArroyL2),
+                        (Backend::Hnsw, Metric::Cosine) => opts.types().name(name).open(r)?.map(AnnDbT::HnswCosine),
+                        (_, _) => opts.types().name(name).open(r)?.map(AnnDbT::HnswL2),
+                    };
+                    Ok(CommitOrAbort::<_, ()>::Commit(db))
+                })
+                .at(path, "opening databases")?
+                .unwrap_commit();
+            db.ok_or_else(|| missing(name))?
+        }
+    };
+    Ok(Dbs {
+        meta: meta.ok_or_else(|| missing("meta"))?,
+        items: items.ok_or_else(|| missing("items"))?,
+        sources: sources.ok_or_else(|| missing("sources"))?,
+        vectors: vectors.ok_or_else(|| missing("vectors"))?,
+        neighbours: neighbours.ok_or_else(|| missing("neighbours"))?,
+        ann,
+    })
+}
+
 fn read_meta(env: &Env<WithoutTls>, path: &Path, meta_db: NameDb) -> Result<Meta> {
     let rtxn = env.read_txn().at(path, "reading metadata")?;
     let version = meta_db.get(&rtxn, "format_version").at(path, "reading metadata")?;
@@ -382,17 +526,29 @@ fn read_meta(env: &Env<WithoutTls>, path: &Path, meta_db: NameDb) -> Result<Meta
 }
 
 impl Store {
-    /// Open an existing index folder.
+    /// Open an existing index folder; its counts must agree (see [`Self::count_problem`]).
     pub fn open(path: &Path) -> Result<Self> {
+        let store = Self::open_unchecked(path, Depth::Tree)?;
+        if let Some(problem) = store.count_problem()? {
+            let reason = format!("it is damaged: {problem}; run `rac index verify` to see which source, then rebuild it with `rac index build`");
+            return Err(Error::NotAnIndex { path: path.to_path_buf(), reason });
+        }
+        Ok(store)
+    }
+
+    /// Open an existing index folder without comparing its counts (`verify` reports them),
+    /// its LMDB file checked to `depth` first.
+    pub fn open_unchecked(path: &Path, depth: Depth) -> Result<Self> {
         if !path.is_dir() {
             return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: NO_FOLDER.into() });
         }
         let data = data_file(path);
         let len = std::fs::metadata(&data).map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: NO_DATA.into() })?.len() as usize;
-        check_data_file(path, &data)?;
+        let file = lmdb_file::check_meta(path, &data)?;
         // Open with the generous default first; the stored config may ask for more.
         let map_size = IndexConfig::default().map_size.max(len.next_power_of_two());
-        let env = open_env(path, map_size)?;
+        let (env, read_only) = open_existing_env(path, map_size)?;
+        check_snapshot(&env, path, &file, depth)?;
         let rtxn = env.read_txn().at(path, "opening")?;
         let meta_db = env
             .open_databases_and_commit(rtxn, |dbo, r| -> heed::Result<_> {
@@ -404,11 +560,11 @@ impl Store {
             return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: "it has no `meta` database".into() });
         };
         let meta = read_meta(&env, path, meta_db)?;
-        let dbs = create_dbs(&env, path, &meta.config)?;
+        let dbs = if read_only { open_dbs(&env, path, &meta.config)? } else { create_dbs(&env, path, &meta.config)? };
         // LMDB keeps the larger of the asked size and the one stored by an earlier growth.
         let map_size = env.info().map_size.max(map_size);
-        let mut store = Store { path: path.to_path_buf(), env, dbs, map_size, meta, failpoint: None };
-        if store.meta.config.map_size > store.map_size {
+        let mut store = Store { path: path.to_path_buf(), env, dbs, map_size, meta, failpoint: None, read_only };
+        if !read_only && store.meta.config.map_size > store.map_size {
             store.resize(store.meta.config.map_size)?;
         }
         Ok(store)
@@ -418,13 +574,14 @@ impl Store {
     /// its databases but no metadata: it opens as an index only once a write commits [`Meta`].
     pub fn create(path: &Path, config: &IndexConfig) -> Result<Self> {
         config.validate()?;
+        let mut file = None;
         if path.exists() {
             let mut entries = std::fs::read_dir(path).map_err(|e| Error::io("reading folder", "index folder", path, e))?;
             let has_data = data_file(path).is_file();
             // An interrupted first build is re-opened and finished; a damaged environment is
             // never handed to LMDB (and never silently replaced: it may hold the only copy).
             if has_data {
-                check_data_file(path, &data_file(path))?;
+                file = Some(lmdb_file::check_meta(path, &data_file(path))?);
             }
             if !has_data && entries.next().is_some() {
                 return Err(Error::NotAnIndex {
@@ -434,10 +591,13 @@ impl Store {
             }
         }
         crate::fsio::create_dir_all(path)?;
-        let env = open_env(path, config.map_size)?;
+        let env = open_env(path, config.map_size, Access::Write)?;
+        if let Some(file) = &file {
+            check_snapshot(&env, path, file, Depth::Tree)?;
+        }
         let dbs = create_dbs(&env, path, config)?;
         let meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: fingerprint(config, &[]), graph: None };
-        Ok(Store { path: path.to_path_buf(), env, dbs, map_size: config.map_size, meta, failpoint: None })
+        Ok(Store { path: path.to_path_buf(), env, dbs, map_size: config.map_size, meta, failpoint: None, read_only: false })
     }
 
     fn resize(&mut self, new_size: usize) -> Result<()> {
@@ -465,6 +625,9 @@ impl Store {
     /// kept if `f` fails. When the map fills up, the transaction is dropped, the map doubled
     /// (up to `max_map_size`) and `f` run again from the start.
     pub fn write<T>(&mut self, op: &str, mut f: impl FnMut(&mut RwTxn<'_>, &Dbs, &mut Meta) -> Result<T>) -> Result<T> {
+        if self.read_only {
+            return Err(Error::IndexReadOnly { path: self.path.clone(), op: op.to_string() });
+        }
         loop {
             let mut meta = self.meta.clone();
             let outcome = (|| {
@@ -508,6 +671,19 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// What is cheap to check at every open: the items the sources account for, those the
+    /// `items` (and, where kept, `vectors`) databases hold and the count in the metadata agree.
+    /// The full check of the stored bytes is `rac index verify` (the `verify` module).
+    pub fn count_problem(&self) -> Result<Option<String>> {
+        let rtxn = self.env.read_txn().at(&self.path, "opening")?;
+        let in_sources: u64 = read_sources(&rtxn, self.dbs.sources, &self.path)?.iter().map(|s| s.count as u64).sum();
+        let items = self.dbs.items.len(&rtxn).at(&self.path, "opening")?;
+        let vectors = if self.meta.config.backend.keeps_vectors_in_lmdb() { self.dbs.vectors.len(&rtxn).at(&self.path, "opening")? } else { items };
+        let n = self.meta.n_items;
+        Ok((in_sources != n || items != n || vectors != n)
+            .then(|| format!("its metadata counts {n} items, its sources {in_sources}, its item records {items} and its vectors {vectors}")))
     }
 
     /// The size of the data file on disk, in bytes.

@@ -56,6 +56,15 @@ pub enum IndexCmd {
         /// The source's name.
         name: String,
     },
+    /// Read back every source and the graph file and check them against the checksums their
+    /// commits recorded; exits with an error naming what is damaged.
+    Verify {
+        /// The index folder.
+        dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Items per source, dimension, backend, size on disk.
     Stats {
         /// The index folder.
@@ -330,6 +339,17 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
             index.remove_source(&name)?;
             print!("{}", index.stats()?.report());
         }
+        IndexCmd::Verify { dir, json } => {
+            let report = rac_core::index::verify(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.report());
+            }
+            if !report.is_ok() {
+                bail!("index {} is damaged: {}; rebuild it with `rac index build`", dir.display(), report.damage().join("; "));
+            }
+        }
         IndexCmd::Stats { dir, json } => {
             let stats = RetrievalIndex::open(&dir)?.stats()?;
             if json {
@@ -366,6 +386,13 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
         IndexCmd::KnnEval { train, test, k, index, class_texts, config } => {
             let train_f = read_features_with_texts(&train, class_texts.as_deref())?;
             let test_f = read_features(&test)?;
+            let cfg = config.config();
+            // Checked here, against the files, so that an error names them and not the
+            // (temporary) index folder.
+            train_f.check_for(&train, cfg.metric, train_f.dim)?;
+            test_f
+                .check_for(&test, cfg.metric, train_f.dim)
+                .with_context(|| format!("the training features in {} are of dimension {}", train.display(), train_f.dim))?;
             let tmp;
             let dir = match index {
                 Some(d) => d,
@@ -374,7 +401,6 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
                     tmp.path().join("index")
                 }
             };
-            let cfg = config.config();
             let mut idx = match RetrievalIndex::open(&dir) {
                 Ok(i) if i.config() == &cfg && i.source("train").is_ok_and(|s| s.count as usize == train_f.len()) => i,
                 _ => RetrievalIndex::build(&dir, &cfg, &[train_f.to_source("train")?])?,
