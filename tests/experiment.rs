@@ -166,3 +166,17 @@ fn standardised_inputs_use_training_statistics() {
     let (same, _) = InputNorm::None.apply(&train, &[&eval]).unwrap();
     assert_eq!(same.to_vec2::<f32>().unwrap(), train.to_vec2::<f32>().unwrap());
 }
+
+#[test]
+fn k_max_beyond_the_data_names_the_field() {
+    let _one_at_a_time = SHARED_INDEX.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let manifest = tiny_fashion_set(data.path(), 3, 1);
+    let runs = tempfile::tempdir().unwrap();
+    let env = RunEnv { runs_dir: runs.path().to_path_buf(), cache: cache(), ..RunEnv::from_env() };
+    let exp = small_experiment(&manifest, "k-max").with("retrieval.k_max", "500").unwrap();
+    let Err(err) = run(&exp, &env) else { panic!("500 neighbours of a tiny set") };
+    let err = err.to_string();
+    assert!(err.contains("`retrieval.k_max`") && err.contains("500 neighbours plus the query itself are more than the index"), "{err}");
+    assert!(!err.contains("k = 500") && !err.contains(&runs.path().display().to_string()), "the field, not the cache folder: {err}");
+}

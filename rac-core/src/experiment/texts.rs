@@ -147,7 +147,7 @@ pub struct RetrievalInputs {
 pub fn retrieval_inputs(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RetrievalInputs> {
     let device = exp.train.device.resolve("train.device")?;
     let r = &exp.retrieval;
-    let (train_nb, eval_nb) = prep.neighbours(exp.cache_query()?)?;
+    let (train_nb, eval_nb) = prep.neighbours(exp.cache_query()?).map_err(|e| e.within("retrieval"))?;
     let (train_texts, eval_texts) = (join_texts(&train_nb, r.k, &r.separator), join_texts(&eval_nb, r.k, &r.separator));
     let vocabulary: Vec<&str> = prep.dataset.class_texts.iter().map(String::as_str).collect();
     let encoder = exp.text_encoder()?.load(&env.cache, &vocabulary, &device)?;
