@@ -500,3 +500,23 @@ fn fault_sweep_over_an_index_and_a_feature_store_entry() {
         assert!(std::fs::read(&file).unwrap() == good, "{fault:?}: re-encoded to the same bytes");
     }
 }
+
+/// `rac encode` into a feature store it cannot write fails before it encodes an image, with
+/// the store's folder named (not minutes later, when the entry is written).
+#[test]
+fn an_unwritable_feature_store_is_named_before_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tempfile::tempdir().unwrap();
+    let manifest = rac_tests::tiny_fashion_set(set.path(), 2, 1);
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let (m, d, o) = (manifest.display(), disk.display(), dir.path().display());
+    in_private_mounts(&format!(
+        "mount -t tmpfs -o size=1m,ro tmpfs {d} && {{ \"$RAC\" encode {m} --split train --store {d}/store 2> {o}/enc.err; echo $? > {o}/enc.rc; }}"
+    ));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(read("enc.rc").trim(), "1");
+    let msg = read("enc.err");
+    assert!(msg.contains(&format!("{d}/store")) && msg.contains("read-only"), "{msg}");
+    assert!(!msg.contains("train with"), "nothing was encoded first: {msg}");
+}

@@ -161,6 +161,7 @@ struct Walk {
 
 struct Walker<'f> {
     path: &'f Path,
+    data: &'f Path,
     file: std::fs::File,
     page_size: usize,
     /// Pages `0..pages` are in use by the snapshot being walked.
@@ -187,9 +188,7 @@ impl Walker<'_> {
     }
 
     fn read(&self, pgno: u64, buf: &mut [u8]) -> Result<()> {
-        self.file
-            .read_exact_at(buf, pgno * self.page_size as u64)
-            .map_err(|e| Error::io("reading", "index data file", &super::store::data_file(self.path), e))
+        self.file.read_exact_at(buf, pgno * self.page_size as u64).map_err(|e| Error::io("reading", "index data file", self.data, e))
     }
 
     /// Walk one database's tree; named databases found in the main one are walked in turn.
@@ -337,7 +336,8 @@ pub(crate) fn check_tree(path: &Path, data: &Path, file: &DataFile, txnid: u64, 
     let meta = *file.metas.iter().find(|m| m.txnid == txnid).unwrap_or_else(|| file.metas.iter().max_by_key(|m| m.txnid).expect("one meta page"));
     let handle = std::fs::File::open(data).map_err(|e| Error::io("opening", "index data file", data, e))?;
     let pages = (meta.last_page + 1).min(file.len / file.page_size);
-    let mut walker = Walker { path, file: handle, page_size: file.page_size as usize, pages, seen: vec![0; pages.div_ceil(64) as usize], depth };
+    let mut walker =
+        Walker { path, data, file: handle, page_size: file.page_size as usize, pages, seen: vec![0; pages.div_ceil(64) as usize], depth };
     walker.walk(Walk::new("free pages".into(), meta.free))?;
     let mut queue = walker.walk(Walk::new("main".into(), meta.main))?;
     while let Some(db) = queue.pop() {
