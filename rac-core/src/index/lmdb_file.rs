@@ -79,8 +79,10 @@ struct MetaPage {
 }
 
 /// What the meta pages of a data file say.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct DataFile {
+    /// The file as opened for these checks; the tree walk reads through the same handle.
+    file: std::fs::File,
     page_size: u64,
     len: u64,
     metas: Vec<MetaPage>,
@@ -134,7 +136,7 @@ pub(crate) fn check_meta(path: &Path, data: &Path) -> Result<DataFile> {
     if len < need {
         return Err(damaged(path, format!("data.mdb is {len} bytes, but its meta pages need {need} (truncated while it was copied or written?)")));
     }
-    Ok(DataFile { page_size, len, metas })
+    Ok(DataFile { file, page_size, len, metas })
 }
 
 /// How far [`check_tree`] reads.
@@ -162,7 +164,7 @@ struct Walk {
 struct Walker<'f> {
     path: &'f Path,
     data: &'f Path,
-    file: std::fs::File,
+    file: &'f std::fs::File,
     page_size: usize,
     /// Pages `0..pages` are in use by the snapshot being walked.
     pages: u64,
@@ -201,8 +203,8 @@ impl Walker<'_> {
         let mut page = vec![0u8; ps];
         let mut stack = vec![(db.record.root, 1u16)];
         while let Some((pgno, level)) = stack.pop() {
-            let name = db.name.clone();
-            self.claim(pgno, &name)?;
+            let name = &db.name;
+            self.claim(pgno, name)?;
             self.read(pgno, &mut page)?;
             let path = self.path;
             let bad = |what: &str| damaged(path, format!("page {pgno} of data.mdb (database `{name}`) {what}"));
@@ -263,7 +265,7 @@ impl Walker<'_> {
                     }
                     db.overflow_pages += count;
                     if self.depth == Depth::Overflow {
-                        self.check_overflow(first, count, &name)?;
+                        self.check_overflow(first, count, name)?;
                     }
                     continue;
                 }
@@ -334,10 +336,9 @@ impl Walk {
 /// reused page still reads as a whole page.
 pub(crate) fn check_tree(path: &Path, data: &Path, file: &DataFile, txnid: u64, depth: Depth) -> Result<()> {
     let meta = *file.metas.iter().find(|m| m.txnid == txnid).unwrap_or_else(|| file.metas.iter().max_by_key(|m| m.txnid).expect("one meta page"));
-    let handle = std::fs::File::open(data).map_err(|e| Error::io("opening", "index data file", data, e))?;
     let pages = (meta.last_page + 1).min(file.len / file.page_size);
     let mut walker =
-        Walker { path, data, file: handle, page_size: file.page_size as usize, pages, seen: vec![0; pages.div_ceil(64) as usize], depth };
+        Walker { path, data, file: &file.file, page_size: file.page_size as usize, pages, seen: vec![0; pages.div_ceil(64) as usize], depth };
     walker.walk(Walk::new("free pages".into(), meta.free))?;
     let mut queue = walker.walk(Walk::new("main".into(), meta.main))?;
     while let Some(db) = queue.pop() {
