@@ -99,10 +99,10 @@ fn a_deterministic_build_is_bit_identical_across_runs() {
             let dir = tempfile::tempdir().unwrap();
             let cfg = IndexConfig { backend, ..usearch(true) };
             let mut index = RetrievalIndex::build(dir.path(), &cfg, &[source("a", &s.base, dim)]).unwrap();
-            let built = index.search_hits(&s.queries, dim, 30, false, None).unwrap();
+            let built = index.search_hits(&s.queries, dim, 30, None).unwrap();
             index.add_source(&source("b", &extra.base, dim)).unwrap();
             index.remove_source("a").unwrap();
-            let changed = index.search_hits(&s.queries, dim, 30, false, None).unwrap();
+            let changed = index.search_hits(&s.queries, dim, 30, None).unwrap();
             let graph = (backend == Backend::Usearch).then(|| std::fs::read(graph_file(dir.path())).unwrap());
             (built, changed, graph)
         };
@@ -158,7 +158,7 @@ fn any_sequence_of_adds_and_removes_answers_like_an_index_of_what_is_left() {
                 let held = if [4, 5].contains(&step) { sizes[5] } else { 0 };
                 assert_eq!(index.stats().unwrap().deleted_items, held as u64, "usearch step {step}: deleted nodes it still holds");
             }
-            let got = index.search_hits(queries, dim, 30, false, None).unwrap();
+            let got = index.search_hits(queries, dim, 30, None).unwrap();
             let refs: Vec<(ItemId, &[f32])> = items.iter().map(|(id, v)| (*id, v.as_slice())).collect();
             let want = rac_tests::brute_force(&refs, queries, dim, 30, Metric::Cosine);
             let r = recall_at(&got, &want, 30);
@@ -174,11 +174,11 @@ fn any_sequence_of_adds_and_removes_answers_like_an_index_of_what_is_left() {
             assert!(got.iter().flatten().all(|(id, _)| alive.contains(id)), "{backend} step {step}: a removed item came back");
         }
         // And it all holds across a reopen.
-        let before = index.search_hits(queries, dim, 30, false, None).unwrap();
+        let before = index.search_hits(queries, dim, 30, None).unwrap();
         drop(index);
         let index = RetrievalIndex::open(dir.path()).unwrap();
         assert!(index.notes().is_empty(), "{backend}: {:?}", index.notes());
-        assert_eq!(index.search_hits(queries, dim, 30, false, None).unwrap(), before, "{backend} after reopening");
+        assert_eq!(index.search_hits(queries, dim, 30, None).unwrap(), before, "{backend} after reopening");
     }
 }
 
@@ -223,14 +223,14 @@ fn reduced_storage_keeps_recall_at_a_fraction_of_the_memory() {
     let dim = spec.dim;
     let exact_dir = tempfile::tempdir().unwrap();
     let exact = RetrievalIndex::build(exact_dir.path(), &IndexConfig::with_backend(Backend::Exact), &[source("a", &s.base, dim)]).unwrap();
-    let want = exact.search_hits(&s.queries, dim, 30, false, None).unwrap();
+    let want = exact.search_hits(&s.queries, dim, 30, None).unwrap();
     let mut sizes = Vec::new();
     for (storage, floor) in [(Storage::F32, 0.99), (Storage::F16, 0.99), (Storage::I8, 0.95)] {
         let dir = tempfile::tempdir().unwrap();
         let mut c = usearch(false);
         c.usearch.storage = storage;
         let index = RetrievalIndex::build(dir.path(), &c, &[source("a", &s.base, dim)]).unwrap();
-        let r = recall_at(&index.search_hits(&s.queries, dim, 30, false, None).unwrap(), &want, 30);
+        let r = recall_at(&index.search_hits(&s.queries, dim, 30, None).unwrap(), &want, 30);
         assert!(r >= floor, "{storage:?}: recall@30 {r}");
         sizes.push(std::fs::metadata(graph_file(dir.path())).unwrap().len());
     }

@@ -43,7 +43,7 @@ fn naive(base: &[f32], queries: &[f32], dim: usize, k: usize, metric: Metric) ->
 }
 
 fn hits(index: &RetrievalIndex, queries: &[f32], dim: usize, k: usize) -> Vec<Vec<(ItemId, f32)>> {
-    index.search_hits(queries, dim, k, false, None).unwrap()
+    index.search_hits(queries, dim, k, None).unwrap()
 }
 
 #[test]
@@ -157,12 +157,18 @@ fn drop_self_removes_each_training_item_from_its_own_list() {
         }
         // Without drop_self, an item is its own nearest neighbour (distance 0).
         assert!(self_first as f64 >= 0.99 * ids.len() as f64, "{backend}: only {self_first} items first in their own list");
-        // By vector, drop_self drops the first hit: the item itself.
+        // By vector and key, drop_self drops the item of that key, and nothing when the
+        // source holds no such key; by vector alone it is refused, never a blind first hit.
         let v = index.vectors(&ids[..3]).unwrap();
-        let by_vec = index.query_vecs(&v, dim, &QueryOptions::k(5).drop_self(true)).unwrap();
-        for (i, n) in by_vec.iter().enumerate() {
-            assert!(!n.ids.contains(&ids[i]), "{backend}: by vector");
+        let keys: Vec<String> = (0..3).map(|i| format!("train/{i}")).collect();
+        let by_key = index.query_keyed(&v, dim, "train", &keys, &QueryOptions::k(5).drop_self(true)).unwrap();
+        for (i, n) in by_key.iter().enumerate() {
+            assert_eq!(n.ids, dropped[i].ids, "{backend}: by key");
         }
+        let strangers = index.query_keyed(&v, dim, "other", &keys, &QueryOptions::k(5).drop_self(true)).unwrap();
+        assert_eq!(strangers, index.query_vecs(&v, dim, &QueryOptions::k(5)).unwrap(), "{backend}: no such source, nothing dropped");
+        let err = index.query_vecs(&v, dim, &QueryOptions::k(5).drop_self(true)).unwrap_err().to_string();
+        assert!(err.contains("drop_self needs to know which item each query is"), "{err}");
     }
 }
 
@@ -183,7 +189,7 @@ fn neighbour_cache_equals_fresh_search_for_every_k_and_is_invalidated_by_source_
         for k in 1..=k_max {
             let (cached, outcome) = index.neighbour_cache().lists(&test, CacheQuery::new(k, k_max, false).unwrap()).unwrap();
             assert_eq!(outcome, CacheOutcome::Hit, "{backend} k={k}");
-            assert_eq!(cached.hits(), index.search_hits(&set.queries, dim, k, false, None).unwrap(), "{backend} test k={k}");
+            assert_eq!(cached.hits(), index.search_hits(&set.queries, dim, k, None).unwrap(), "{backend} test k={k}");
             let (cached, outcome) = index.neighbour_cache().lists(&train, CacheQuery::new(k, k_max, true).unwrap()).unwrap();
             assert_eq!(outcome, CacheOutcome::Hit);
             assert_eq!(cached.hits(), index.item_hits(&ids, k, true).unwrap(), "{backend} train k={k}");
@@ -407,10 +413,14 @@ fn empty_index_and_bad_k_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (index, set, before) = built(dir.path(), 16);
     let q = &set.queries[..16];
-    for (k, drop_self) in [(0, false), (201, false), (200, true)] {
-        let err = index.query_vecs(q, 16, &QueryOptions { k, drop_self }).unwrap_err();
+    for k in [0, 201] {
+        let err = index.query_vecs(q, 16, &QueryOptions::k(k)).unwrap_err();
         assert!(matches!(err, Error::IndexK { .. }), "k={k}: {err}");
     }
+    // 200 neighbours plus the item itself are more than the index holds.
+    let first = index.sources().unwrap()[0].first_id;
+    let err = index.query_items(&[first], &QueryOptions::k(200).drop_self(true)).unwrap_err();
+    assert!(matches!(err, Error::IndexK { .. }) && err.to_string().contains("plus one for drop_self"), "{err}");
     assert_eq!(index.query_vecs(q, 16, &QueryOptions::k(200)).unwrap()[0].ids.len(), 200);
     let err = index.query_vecs(&[0.0; 16], 16, &QueryOptions::k(3)).unwrap_err();
     assert!(err.to_string().contains("all zeros"), "{err}");

@@ -1,5 +1,5 @@
 //! The notebook extension on real data: DataFrame tables, charts with their static
-//! fallback, image grids, the retrieval panel and the index-content sweep.
+//! fallback, image grids, the retrieval panel and the Fig-5 index-content sweep.
 
 use std::path::Path;
 
@@ -8,7 +8,7 @@ use rac_core::data::{DataOverrides, Dataset, SplitKind};
 use rac_core::experiment::{Experiment, Prepared, RunEnv, run};
 use rac_core::index::{Backend, IndexConfig, RetrievalIndex};
 use rac_kernel_ext::prelude::*;
-use rac_tests::{cache, manifest, places_split_dir, tiny_fashion_set};
+use rac_tests::{cache, manifest, places_split_dir, tiny_fashion_set, tiny_fashion_set_with_external};
 
 fn fashion() -> Dataset {
     Dataset::load(&manifest("fashion-mnist-lt.toml"), &DataOverrides::default(), &cache()).unwrap()
@@ -99,7 +99,7 @@ fn small(manifest: &Path) -> Experiment {
 }
 
 #[test]
-fn a_run_record_its_per_class_plot_the_retrieval_panel_and_index_content() {
+fn a_run_record_its_per_class_plot_and_the_retrieval_panel() {
     let data = tempfile::tempdir().unwrap();
     let manifest = tiny_fashion_set(data.path(), 12, 4);
     let runs = tempfile::tempdir().unwrap();
@@ -134,37 +134,39 @@ fn a_run_record_its_per_class_plot_the_retrieval_panel_and_index_content() {
     assert_eq!(html.matches(" ✓").count(), hits, "exact matches are marked");
     assert_eq!(html.matches("<img").count(), 1 + 5);
 
+    // A source built from rows of the training split is the prepared index's own.
     let cfg = IndexConfig { backend: Backend::Exact, ..IndexConfig::default() };
     let work = tempfile::tempdir().unwrap();
-    let content = index_content_sweep(&prep, &cfg, &[0.5, 1.0], 5, 0, work.path()).unwrap();
-    assert_eq!(content.height(), 6, "three thinnings at two fractions");
-    let chart = plot_index_content(&content).unwrap();
-    assert_eq!(chart.series.len(), 6, "all and few for each of the three settings");
-    assert!(chart.series.iter().all(|s| s.x == vec![0.5, 1.0]));
     let full = RetrievalIndex::build(
         &work.path().join("full"),
         &cfg,
         &[train_source(&prep, "train", &(0..prep.train.ids.len()).collect::<Vec<_>>()).unwrap()],
     )
     .unwrap();
-    let weighted = rows_with(&knn_table_of(&prep, &full, 5).unwrap(), "method", |m| m == "weighted").unwrap();
-    let at_full = content.filter(&content.column("fraction").unwrap().f64().unwrap().equal(1.0)).unwrap();
-    for i in 0..3 {
-        assert_eq!(
-            at_full.column("all").unwrap().get(i).unwrap(),
-            weighted.column("all").unwrap().get(0).unwrap(),
-            "fraction 1 keeps the whole index"
-        );
-    }
-    let half = content.filter(&content.column("fraction").unwrap().f64().unwrap().equal(0.5)).unwrap();
-    let items: Vec<u64> = half.column("index_items").unwrap().u64().unwrap().into_no_null_iter().collect();
-    let n = prep.train.ids.len();
-    assert_eq!(items[0], (n as f64 / 2.0).round() as u64, "half of the items");
-    let rows = thin_rows(&prep, Thinning::Classes, 0.5, 0);
-    let mut classes: Vec<usize> = rows.iter().map(|&r| prep.train.labels[r]).collect();
-    classes.sort_unstable();
-    classes.dedup();
-    assert_eq!(classes.len(), 5, "half of the 10 classes, all of their items");
-    assert_eq!(items[2], rows.len() as u64);
-    assert_eq!(rows.len(), prep.train.labels.iter().filter(|l| classes.contains(l)).count());
+    assert_eq!(knn_table_of(&prep, &full, 5).unwrap(), knn_table_of(&prep, &prep.index, 5).unwrap());
+}
+
+#[test]
+fn fig5_trains_one_run_per_index_content_and_plots_it_against_index_size() {
+    let data = tempfile::tempdir().unwrap();
+    let manifest = tiny_fashion_set_with_external(data.path(), 6, 2, 4);
+    let runs = tempfile::tempdir().unwrap();
+    let env = RunEnv { runs_dir: runs.path().to_path_buf(), cache: cache(), ..RunEnv::from_env() };
+    let exp = small(&manifest).with("model.mode", "\"retrieval\"").unwrap();
+    let grid =
+        ContentGrid { source: "external".into(), fractions: vec![0.5, 1.0], per_class: vec![2], classes: vec![5], classes_per_class: 2, seed: 0 };
+    let (records, table) = index_content(&exp, &grid, &env).unwrap();
+    assert_eq!(records.len(), 4);
+    assert_eq!(table.height(), 4, "one retrieval row per point");
+    let items: Vec<u64> = table.column("index_items").unwrap().u64().unwrap().into_no_null_iter().collect();
+    assert_eq!(items, vec![20, 40, 20, 10], "half and all of 40 external images; 2 of each of 10 classes; 2 of each of 5");
+    assert!(records.iter().all(|r| r.meta.experiment.memory.sources == ["external"]));
+    let chart = plot_index_content(&table).unwrap();
+    assert!(chart.x_log);
+    assert_eq!(chart.series.len(), 6, "all and few for each of the three settings");
+    assert_eq!(chart.series[0].x, vec![20.0, 40.0], "index size, sorted");
+    // Every point's record is read back on a second call: nothing is trained again.
+    let (again, table2) = index_content(&exp, &grid, &env).unwrap();
+    assert!(again.iter().zip(&records).all(|(a, b)| a.dir == b.dir && a.meta.wall_s == b.meta.wall_s));
+    assert!(table2.equals_missing(&table));
 }

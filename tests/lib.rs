@@ -69,6 +69,13 @@ pub fn rac_ok(args: &[&str], env: &[(&str, &str)]) -> String {
 /// `dir/img/{train,test}/<class>/` with `train.txt` / `test.txt` and a manifest. Returns
 /// the manifest's path. Encoding it takes seconds, where the whole set takes minutes.
 pub fn tiny_fashion_set(dir: &Path, per_class_train: usize, per_class_test: usize) -> PathBuf {
+    tiny_fashion_set_with_external(dir, per_class_train, per_class_test, 0)
+}
+
+/// [`tiny_fashion_set`] with an external split too: the first `per_class_external` images of
+/// every class that Fashion-MNIST-LT's profile leaves out, as `external.txt`, named by the
+/// manifest's `[external]` section (`from = "file"`) when there are any.
+pub fn tiny_fashion_set_with_external(dir: &Path, per_class_train: usize, per_class_test: usize, per_class_external: usize) -> PathBuf {
     use rac_core::data::{DataOverrides, Dataset, Split};
     let ds = Dataset::load(&manifest("fashion-mnist-lt.toml"), &DataOverrides::default(), &cache()).expect("Fashion-MNIST-LT loads");
     let write = |split: &Split, name: &str, per_class: usize| {
@@ -90,11 +97,17 @@ pub fn tiny_fashion_set(dir: &Path, per_class_train: usize, per_class_test: usiz
     };
     write(&ds.train, "train", per_class_train);
     write(&ds.test, "test", per_class_test);
+    let external = if per_class_external > 0 {
+        write(ds.external.as_ref().expect("Fashion-MNIST-LT has an external split"), "external", per_class_external);
+        "[external]\nfrom = \"file\"\nfile = { file = \"external.txt\" }\n"
+    } else {
+        ""
+    };
     let path = dir.join("tiny.toml");
     std::fs::write(
         &path,
-        "name = \"tiny-fashion\"\n[split_list]\nsplit_dir = \".\"\nimage_root = \"img\"\ntrain = { file = \"train.txt\" }\ntest = { file = \"test.txt\" }\n\
-         [classes]\ncount = 10\ntext_from = \"path_component\"\npath_component = 1\n[preprocess]\nresize = 224\ncrop = 224\n",
+        format!("name = \"tiny-fashion\"\n[split_list]\nsplit_dir = \".\"\nimage_root = \"img\"\ntrain = {{ file = \"train.txt\" }}\ntest = {{ file = \"test.txt\" }}\n\
+         [classes]\ncount = 10\ntext_from = \"path_component\"\npath_component = 1\n{external}[preprocess]\nresize = 224\ncrop = 224\n"),
     )
     .unwrap();
     path

@@ -17,7 +17,7 @@ fn index_search(c: &mut Criterion) {
     for backend in Backend::ALL {
         let dir = tempfile::tempdir().expect("temp dir");
         let index = RetrievalIndex::build(dir.path(), &IndexConfig::with_backend(backend), std::slice::from_ref(&source)).expect("build");
-        group.bench_function(backend.name(), |b| b.iter(|| index.search_hits(&set.queries, spec.dim, 30, false, None).expect("search")));
+        group.bench_function(backend.name(), |b| b.iter(|| index.search_hits(&set.queries, spec.dim, 30, None).expect("search")));
     }
     group.finish();
 

@@ -37,10 +37,11 @@ pub mod workflows;
 pub use display::{Bundle, NotebookDisplay, TableLimits, html_table};
 pub use figure::{Chart, Series, SeriesKind};
 pub use images::{ImageGrid, RetrievalPanel, class_samples, image_grid, retrieval_panel};
-pub use plots::{plot_effect_of_k, plot_index_content, plot_index_tradeoff, plot_per_class_accuracy, plot_tau_sweep, plot_text_encoders};
+pub use plots::{
+    plot_effect_of_k, plot_index_content, plot_index_tradeoff, plot_memory_steps, plot_per_class_accuracy, plot_tau_sweep, plot_text_encoders,
+};
 pub use workflows::{
-    Thinning, bench_frame, config_value, eval_neighbours, fetch_assets, index_content_sweep, knn_table, knn_table_of, random_eval_items, rows_where,
-    runs_table, stats_frame, thin_rows, train_source,
+    bench_frame, config_value, eval_neighbours, fetch_assets, knn_table, knn_table_of, random_eval_items, runs_table, stats_frame, train_source,
 };
 
 /// The run environment of a notebook: `$RAC_HOME`'s caches, records under `runs_dir`,
@@ -67,7 +68,10 @@ pub mod prelude {
     pub use rac_core::data::{Dataset, SplitKind};
     pub use rac_core::eval::{rows_with, select_as};
     pub use rac_core::experiment::demo::{demo_recipe, method_experiments, rac_branches, stacked_metrics, table3};
-    pub use rac_core::experiment::{self, Experiment, Prepared, RunEnv, RunRecord, Sweep, list_runs, load_runs, run, sweep, sweep_list};
+    pub use rac_core::experiment::{
+        self, Added, ContentGrid, Experiment, MemoryPlan, Prepared, RunEnv, RunRecord, Sweep, index_content, list_runs, load_runs, run,
+        runtime_memory, sweep, sweep_list,
+    };
     pub use rac_core::index::bench::{self, BenchRow, BenchSpec};
     pub use rac_core::index::{Backend, IndexConfig, Metric, QueryOptions, RetrievalIndex, Source};
     pub use rac_core::{Error, Result};

@@ -101,14 +101,44 @@ pub fn plot_effect_of_k(df: &DataFrame) -> Result<Chart> {
     sweep_lines(df, chart, x, &groups, &vec![true; df.height()])
 }
 
-/// Fig 5: top-1 (solid) and few-shot top-1 (dashed) against the fraction of the index kept,
-/// one line per `setting` (index size, samples per class, number of classes).
+/// Fig 5: top-1 (solid) and few-shot top-1 (dashed) against the number of items in the
+/// index (log scale), one line per `setting` (index size, samples per class, number of
+/// classes), so that settings are compared at the same index size. Takes
+/// [`index_content`](rac_core::experiment::index_content)'s table; a method's own output
+/// is drawn (the retrieval branch of a retrieval-only run, the fused one of RAC).
 pub fn plot_index_content(df: &DataFrame) -> Result<Chart> {
-    let x = pick(df, &["fraction"], "plot_index_content")?;
+    let x = pick(df, &["index_items"], "plot_index_content")?;
     let setting = pick(df, &["setting"], "plot_index_content")?;
-    let chart = Chart::new("Index content (Fig 5)", "fraction of the index kept", "balanced top-1 (%)");
+    let mut chart = Chart::new("Index content (Fig 5)", "items in the index", "balanced top-1 (%)");
+    chart.x_log = true;
     let groups = str_column(df, setting)?;
     sweep_lines(df, chart, x, &groups, &primary_rows(df)?)
+}
+
+/// Memory added at run time: few-shot top-1 (solid) and all-class top-1 (dashed) of the
+/// fused branch at each step (1 trained index, 2 source added, 3 source removed), one line
+/// per case. Takes [`runtime_memory`](rac_core::experiment::runtime_memory)'s table.
+pub fn plot_memory_steps(df: &DataFrame) -> Result<Chart> {
+    let (case, step) = (pick(df, &["case"], "plot_memory_steps")?, pick(df, &["step"], "plot_memory_steps")?);
+    let cases = str_column(df, case)?;
+    let steps = str_column(df, step)?;
+    let keep = primary_rows(df)?;
+    let mut categories: Vec<String> = Vec::new();
+    for (s, &k) in steps.iter().zip(&keep) {
+        if k && !categories.contains(s) {
+            categories.push(s.clone());
+        }
+    }
+    let x: Vec<f64> = steps.iter().map(|s| categories.iter().position(|c| c == s).unwrap_or(0) as f64).collect();
+    let mut chart = Chart::new("Memory added at run time", "step (weights fixed)", "balanced top-1 (%)");
+    for (metric, kind, label) in [("few", SeriesKind::Line, "few"), ("top1", SeriesKind::DashedLine, "all")] {
+        let y = f64_column(df, metric)?;
+        for (g, xs, ys) in by_group(&cases, &keep, &x, &y) {
+            chart = chart.with_series(format!("{g} ({label})"), xs, ys, kind);
+        }
+    }
+    chart.categories = categories;
+    Ok(chart)
 }
 
 /// Fig S1: top-1 overall and per shot bucket against LACE's tau, for each method's own

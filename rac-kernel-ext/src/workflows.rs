@@ -1,15 +1,14 @@
 //! Notebook-sized steps built on `rac-core`: fetch the assets, describe a data set, run the
-//! retrieval-only evaluation, vary what the index holds, and tabulate index benchmarks.
-
-use std::path::Path;
+//! retrieval-only evaluation, and tabulate index benchmarks and runs.
 
 use polars::prelude::*;
 use rac_core::assets::{self, AssetCache};
 use rac_core::data::Dataset;
-use rac_core::eval::{rows_with, vstack_all};
+use rac_core::eval::vstack_all;
 use rac_core::experiment::Prepared;
+use rac_core::experiment::prepared::source_of;
 use rac_core::index::bench::BenchRow;
-use rac_core::index::{CacheQuery, IndexConfig, Neighbours, QueryOptions, QuerySet, RetrievalIndex, Source, retrieval_only_table};
+use rac_core::index::{CacheQuery, Neighbours, QueryOptions, QuerySet, RetrievalIndex, Source, retrieval_only_table};
 use rac_core::{Error, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -73,109 +72,7 @@ pub fn knn_table_of(prep: &Prepared, index: &RetrievalIndex, k: usize) -> Result
 
 /// Training rows `rows` of a prepared experiment as an index source named `name`.
 pub fn train_source(prep: &Prepared, name: &str, rows: &[usize]) -> Result<Source> {
-    let dim = prep.train.dim();
-    let all: Vec<f32> = prep.train.vectors.flatten_all()?.to_vec1()?;
-    let mut vecs = Vec::with_capacity(rows.len() * dim);
-    for &r in rows {
-        vecs.extend_from_slice(&all[r * dim..(r + 1) * dim]);
-    }
-    let texts = rows.iter().map(|&r| prep.dataset.class_texts[prep.train.labels[r]].clone()).collect();
-    let labels = rows.iter().map(|&r| prep.train.labels[r] as u32).collect();
-    Source::from_vecs(name, vecs, dim, texts, labels)?.with_keys(rows.iter().map(|&r| prep.train.ids[r].clone()).collect())
-}
-
-/// Training rows whose class is (or is not) in `classes`.
-pub fn rows_where(prep: &Prepared, keep: impl Fn(usize) -> bool) -> Vec<usize> {
-    (0..prep.train.labels.len()).filter(|&r| keep(prep.train.labels[r])).collect()
-}
-
-/// How [`index_content_sweep`] thins the index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Thinning {
-    /// Keep a random fraction of all items (index size).
-    Items,
-    /// Keep at most a fraction of the largest class's count in every class (samples per class).
-    PerClass,
-    /// Keep a random fraction of the classes, all of their items (number of classes).
-    Classes,
-}
-
-impl Thinning {
-    /// Its name in tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            Thinning::Items => "index size",
-            Thinning::PerClass => "samples per class",
-            Thinning::Classes => "number of classes",
-        }
-    }
-}
-
-/// The training rows kept by `thinning` at `fraction` (seeded).
-pub fn thin_rows(prep: &Prepared, thinning: Thinning, fraction: f64, seed: u64) -> Vec<usize> {
-    let n = prep.train.labels.len();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut rows: Vec<usize> = match thinning {
-        Thinning::Items => {
-            let mut all: Vec<usize> = (0..n).collect();
-            all.shuffle(&mut rng);
-            all.truncate(((n as f64 * fraction).round() as usize).max(1));
-            all
-        }
-        Thinning::PerClass => {
-            let cap = ((*prep.train_counts.iter().max().unwrap_or(&1) as f64 * fraction).round() as usize).max(1);
-            let mut order: Vec<usize> = (0..n).collect();
-            order.shuffle(&mut rng);
-            let mut taken = vec![0usize; prep.dataset.num_classes()];
-            order
-                .into_iter()
-                .filter(|&r| {
-                    let c = prep.train.labels[r];
-                    taken[c] += 1;
-                    taken[c] <= cap
-                })
-                .collect()
-        }
-        Thinning::Classes => {
-            let mut classes: Vec<usize> = (0..prep.dataset.num_classes()).collect();
-            classes.shuffle(&mut rng);
-            classes.truncate(((classes.len() as f64 * fraction).round() as usize).max(1));
-            rows_where(prep, |c| classes.contains(&c))
-        }
-    };
-    rows.sort_unstable();
-    rows
-}
-
-/// Fig 5 for the retrieval branch: thin the index by each [`Thinning`] at each fraction,
-/// rebuild it (under `work_dir`, with `config`), and measure retrieval-only accuracy with
-/// the distance-weighted vote over `k` (`top1`, `many`, `medium`, `few`). The evaluation
-/// split and every weight stay the same; only the index content changes.
-pub fn index_content_sweep(prep: &Prepared, config: &IndexConfig, fractions: &[f64], k: usize, seed: u64, work_dir: &Path) -> Result<DataFrame> {
-    if let Some(f) = fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
-        return Err(Error::InvalidInput(format!("index_content_sweep: fraction {f} is not in (0, 1]")));
-    }
-    let mut frames = Vec::new();
-    for thinning in [Thinning::Items, Thinning::PerClass, Thinning::Classes] {
-        for &f in fractions {
-            let rows = thin_rows(prep, thinning, f, seed);
-            let dir = work_dir.join(format!("content-{}-{f}", thinning.name().replace(' ', "-")));
-            let _ = std::fs::remove_dir_all(&dir);
-            let index = RetrievalIndex::build(&dir, config, &[train_source(prep, "train", &rows)?])?;
-            let kk = k.min(index.len());
-            let knn = knn_table_of(prep, &index, kk)?;
-            drop(index);
-            let _ = std::fs::remove_dir_all(&dir);
-            let weighted = rows_with(&knn, "method", |m| m == "weighted")?;
-            let n = weighted.height();
-            let mut df = weighted;
-            df.with_column(Column::new("setting".into(), vec![thinning.name(); n]))?;
-            df.with_column(Column::new("fraction".into(), vec![f; n]))?;
-            df.with_column(Column::new("index_items".into(), vec![rows.len() as u64; n]))?;
-            frames.push(df);
-        }
-    }
-    vstack_all(frames, "index_content_sweep: no fractions given")
+    source_of(name, &prep.train.select(rows)?, &prep.dataset.class_texts)
 }
 
 /// A bench table as a DataFrame: one row per (backend, parameters).

@@ -11,7 +11,7 @@ use image::DynamicImage;
 
 use super::idx::{IdxArray, read_idx};
 use super::longtail::{LongTailStats, exponential_profile, subsample_per_class};
-use super::manifest::{ClassTextSource, DataManifest, DataOverrides, SplitFile};
+use super::manifest::{ClassTextSource, DataManifest, DataOverrides, ExternalFrom, SplitFile};
 use super::split_list::SplitList;
 use crate::assets::AssetCache;
 use crate::error::{Error, Result};
@@ -27,6 +27,8 @@ pub enum SplitKind {
     Val,
     /// The balanced test split.
     Test,
+    /// Labelled images outside the training set, for the index only (`[external]`).
+    External,
 }
 
 impl SplitKind {
@@ -36,7 +38,13 @@ impl SplitKind {
             SplitKind::Train => "train",
             SplitKind::Val => "val",
             SplitKind::Test => "test",
+            SplitKind::External => "external",
         }
+    }
+
+    /// The split of a name (`train`, `val`, `test`, `external`).
+    pub fn parse(name: &str) -> Option<Self> {
+        [SplitKind::Train, SplitKind::Val, SplitKind::Test, SplitKind::External].into_iter().find(|k| k.name() == name)
     }
 }
 
@@ -140,6 +148,9 @@ pub struct Dataset {
     pub val: Option<Split>,
     /// The test split.
     pub test: Split,
+    /// The external split, when the manifest has an `[external]` section: labelled images
+    /// that are never trained on, for the index only.
+    pub external: Option<Split>,
 }
 
 impl Dataset {
@@ -153,10 +164,29 @@ impl Dataset {
     pub fn from_manifest(manifest: DataManifest, manifest_path: &Path, overrides: &DataOverrides, cache: &AssetCache) -> Result<Self> {
         let mut ds =
             if manifest.idx.is_some() { load_idx(manifest, manifest_path, cache)? } else { load_split_lists(manifest, manifest_path, overrides)? };
+        let mut rest = None;
         if let Some(lt) = ds.manifest.long_tail.clone() {
             let counts = exponential_profile(ds.num_classes(), lt.max_per_class, lt.imbalance_factor);
             let keep = subsample_per_class(&ds.train.labels, &counts, lt.seed);
+            let mut left_out = vec![true; ds.train.len()];
+            keep.iter().for_each(|&i| left_out[i] = false);
+            let rest_rows: Vec<usize> = (0..ds.train.len()).filter(|&i| left_out[i]).collect();
+            rest = Some(select(&ds.train, &rest_rows));
             ds.train = select(&ds.train, &keep);
+        }
+        if let Some(x) = ds.manifest.external.clone() {
+            let split = match x.from {
+                ExternalFrom::LongTailRest => rest.expect("the manifest's check: long_tail_rest needs [long_tail]"),
+                ExternalFrom::File => ds.external.take().expect("read with the split lists"),
+            };
+            let split = Split { kind: SplitKind::External, ..split };
+            let split = if x.max_per_class > 0 {
+                let keep = subsample_per_class(&split.labels, &vec![x.max_per_class; ds.num_classes()], x.seed);
+                select(&split, &keep)
+            } else {
+                split
+            };
+            ds.external = Some(split);
         }
         if let Some(t) = ds.manifest.test_subset.clone() {
             let keep = subsample_per_class(&ds.test.labels, &vec![t.per_class; ds.num_classes()], t.seed);
@@ -181,6 +211,7 @@ impl Dataset {
             SplitKind::Train => Some(&self.train),
             SplitKind::Val => self.val.as_ref(),
             SplitKind::Test => Some(&self.test),
+            SplitKind::External => self.external.as_ref(),
         }
     }
 
@@ -191,7 +222,15 @@ impl Dataset {
 
     /// The long-tail statistics of the training split.
     pub fn stats(&self) -> LongTailStats {
-        LongTailStats::from_counts(self.name(), self.train_counts(), self.class_texts.clone(), self.test.len(), self.val.as_ref().map(Split::len))
+        let mut stats = LongTailStats::from_counts(
+            self.name(),
+            self.train_counts(),
+            self.class_texts.clone(),
+            self.test.len(),
+            self.val.as_ref().map(Split::len),
+        );
+        stats.external_per_class = self.external.as_ref().map(|x| super::longtail::class_counts(&x.labels, self.num_classes()));
+        stats
     }
 }
 
@@ -238,7 +277,7 @@ fn load_idx(manifest: DataManifest, manifest_path: &Path, cache: &AssetCache) ->
     let train = read_split(SplitKind::Train, &src.train_images, &src.train_labels)?;
     let test = read_split(SplitKind::Test, &src.test_images, &src.test_labels)?;
     check_no_gaps(&train.labels, n, &dir.join(&src.train_labels))?;
-    Ok(Dataset { manifest, manifest_path: manifest_path.into(), class_texts, train, val: None, test })
+    Ok(Dataset { manifest, manifest_path: manifest_path.into(), class_texts, train, val: None, test, external: None })
 }
 
 fn list_texts(manifest: &DataManifest, manifest_path: &Path) -> Result<Vec<String>> {
@@ -283,6 +322,7 @@ fn load_split_lists(manifest: DataManifest, manifest_path: &Path, overrides: &Da
     let class_texts = class_texts(&manifest, manifest_path, &split_dir, &train_list, n)?;
     let test_list = read(&src.test, Some(n))?;
     let val_list = src.val.as_ref().map(|v| read(v, Some(n))).transpose()?;
+    let external_list = manifest.external.as_ref().and_then(|x| x.file.as_ref()).map(|f| read(f, Some(n))).transpose()?;
     let to_split = |kind, list: SplitList| Split {
         kind,
         labels: list.entries.iter().map(|e| e.label).collect(),
@@ -295,6 +335,7 @@ fn load_split_lists(manifest: DataManifest, manifest_path: &Path, overrides: &Da
         train: to_split(SplitKind::Train, train_list),
         val: val_list.map(|l| to_split(SplitKind::Val, l)),
         test: to_split(SplitKind::Test, test_list),
+        external: external_list.map(|l| to_split(SplitKind::External, l)),
     })
 }
 

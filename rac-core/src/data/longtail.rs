@@ -110,6 +110,9 @@ pub struct LongTailStats {
     pub test_images: usize,
     /// Number of validation images, when the data set has a validation split.
     pub val_images: Option<usize>,
+    /// Images of the external split (never trained on), per class, when the data set has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_per_class: Option<Vec<usize>>,
     /// The largest training count of a class.
     pub max_per_class: usize,
     /// The smallest training count of a class.
@@ -143,6 +146,7 @@ impl LongTailStats {
             train_images: per_class.iter().sum(),
             test_images,
             val_images,
+            external_per_class: None,
             max_per_class: max,
             min_per_class: min,
             imbalance_factor: if min == 0 { f64::INFINITY } else { max as f64 / min as f64 },
@@ -165,15 +169,20 @@ impl LongTailStats {
         if let Some(v) = self.val_images {
             let _ = writeln!(s, "val images        {v}");
         }
+        if let Some(x) = &self.external_per_class {
+            let _ = writeln!(s, "external images   {}", x.iter().sum::<usize>());
+        }
         let _ = writeln!(s, "test images       {}", self.test_images);
         let _ = writeln!(s, "max per class     {}", self.max_per_class);
         let _ = writeln!(s, "min per class     {}", self.min_per_class);
         let _ = writeln!(s, "imbalance factor  {:.1}", self.imbalance_factor);
         let _ = writeln!(s, "many/medium/few   {}/{}/{}", self.many, self.medium, self.few);
-        let _ = writeln!(s, "\n{:>5}  {:>7}  {:<6}  text", "class", "train", "bucket");
+        let external = |c: usize| self.external_per_class.as_ref().map(|x| format!("{:>8}  ", x[c])).unwrap_or_default();
+        let head = if self.external_per_class.is_some() { format!("{:>8}  ", "external") } else { String::new() };
+        let _ = writeln!(s, "\n{:>5}  {:>7}  {head}{:<6}  text", "class", "train", "bucket");
         for (c, (&n, b)) in self.per_class.iter().zip(&self.buckets).enumerate() {
             let text = self.class_texts.get(c).map(String::as_str).unwrap_or("");
-            let _ = writeln!(s, "{c:>5}  {n:>7}  {:<6}  {text}", b.name());
+            let _ = writeln!(s, "{c:>5}  {n:>7}  {}{:<6}  {text}", external(c), b.name());
         }
         s
     }

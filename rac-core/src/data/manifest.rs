@@ -3,8 +3,9 @@
 //! A manifest has exactly one source table, `[idx]` (IDX files from the asset cache, as
 //! Fashion-MNIST ships) or `[split_list]` (the `path label` lists of Places365-LT,
 //! ImageNet-LT and iNaturalist), plus `[classes]`, an optional `[long_tail]` profile applied
-//! to the training split, an optional balanced `[test_subset]` and an optional
-//! `[preprocess]` description.
+//! to the training split, an optional balanced `[test_subset]`, an optional `[external]`
+//! split (data the model never trains on, for the index: the paper's external memory) and
+//! an optional `[preprocess]` description.
 //! Unknown keys are rejected, with the key and its line named. The full schema is
 //! documented in `data-manifests/README.md`.
 
@@ -42,6 +43,11 @@ pub struct DataManifest {
     /// it stay as they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_subset: Option<TestSubsetSpec>,
+    /// An optional external split: labelled images that are never trained on, for an index
+    /// that holds data outside the training set (the paper's Fig 5, and memory added at run
+    /// time). Left out of [`DataManifest::fingerprint`]: the other splits do not depend on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
     /// How images are turned into tensors (encoders may override the size).
     #[serde(default)]
     pub preprocess: Preprocess,
@@ -64,7 +70,7 @@ pub struct IdxSource {
 }
 
 /// One split file and its checksum.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitFile {
     /// The file name, relative to the split folder.
@@ -169,6 +175,36 @@ pub struct TestSubsetSpec {
     pub seed: u64,
 }
 
+/// Where the external split's images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExternalFrom {
+    /// The training images the `[long_tail]` profile leaves out: real, labelled, never
+    /// trained on, and skewed the other way (Fashion-MNIST-LT keeps 10,011 of 60,000).
+    LongTailRest,
+    /// A `path label` split list in the split folder (`[split_list]` data sets), with the
+    /// data set's labels: ImageNet-21k images for Places365-LT, say.
+    File,
+}
+
+/// The external split: labelled images outside the training set, for the index only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSpec {
+    /// `long_tail_rest` or `file`.
+    pub from: ExternalFrom,
+    /// The split list, for `from = "file"`: a name in the split folder and its sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<SplitFile>,
+    /// Keep at most this many images of each class (a seeded choice), for quick runs; 0
+    /// keeps them all.
+    #[serde(default)]
+    pub max_per_class: usize,
+    /// The seed of that choice.
+    #[serde(default)]
+    pub seed: u64,
+}
+
 fn default_profile() -> String {
     "exponential".into()
 }
@@ -256,6 +292,28 @@ impl DataManifest {
                 return Err(field("long_tail.max_per_class", "must be at least 1".into()));
             }
         }
+        if let Some(x) = &self.external {
+            match (x.from, &x.file) {
+                (ExternalFrom::LongTailRest, Some(_)) => {
+                    return Err(field("external.file", "is for `from = \"file\"`; `long_tail_rest` takes the images the profile leaves out".into()));
+                }
+                (ExternalFrom::LongTailRest, None) if self.long_tail.is_none() => {
+                    return Err(field("external.from", "`long_tail_rest` needs a `[long_tail]` profile, whose left-out images it holds".into()));
+                }
+                (ExternalFrom::File, None) => return Err(field("external.file", "`from = \"file\"` needs `file = { file = \"...\" }`".into())),
+                (ExternalFrom::File, Some(_)) if self.split_list.is_none() => {
+                    return Err(field("external.from", "`file` reads a split list, so it needs a `[split_list]` data set".into()));
+                }
+                (ExternalFrom::File, Some(f)) => {
+                    if let Some(sha) = &f.sha256
+                        && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+                    {
+                        return Err(field("external.file.sha256", format!("`{sha}` is not a sha256 (64 hex digits)")));
+                    }
+                }
+                _ => {}
+            }
+        }
         if let Some(t) = &self.test_subset
             && t.per_class == 0
         {
@@ -271,10 +329,23 @@ impl DataManifest {
         Ok(())
     }
 
-    /// A stable fingerprint of what the manifest describes (its parsed content), used to
-    /// key caches of features computed from it.
+    /// A stable fingerprint of what the manifest describes (its parsed content, without the
+    /// `[external]` section, which no other split depends on), used to key caches of
+    /// features computed from it.
     pub fn fingerprint(&self) -> String {
-        let json = serde_json::to_vec(self).expect("manifests serialise");
+        let json = serde_json::to_vec(&DataManifest { external: None, ..self.clone() }).expect("manifests serialise");
         fsio::sha256_bytes(&json)[..16].to_string()
+    }
+
+    /// The fingerprint of what one split's images depend on: [`Self::fingerprint`], and for
+    /// the external split its `[external]` section too.
+    pub fn split_fingerprint(&self, split: super::SplitKind) -> String {
+        match (&self.external, split) {
+            (Some(x), super::SplitKind::External) => {
+                let json = serde_json::to_vec(&(self.fingerprint(), x)).expect("manifests serialise");
+                fsio::sha256_bytes(&json)[..16].to_string()
+            }
+            _ => self.fingerprint(),
+        }
     }
 }

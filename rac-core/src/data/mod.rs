@@ -11,6 +11,7 @@ pub mod longtail;
 pub mod manifest;
 pub mod preprocess;
 pub mod split_list;
+pub mod thinning;
 
 pub use augment::{Augment, AugmentConfig};
 pub use dataset::{Dataset, Split, SplitKind};
@@ -18,3 +19,4 @@ pub use loader::{EpochLoader, ImageBatch, LoaderConfig, Transform};
 pub use longtail::{LongTailStats, ShotBucket, class_counts};
 pub use manifest::{DataManifest, DataOverrides};
 pub use preprocess::Preprocess;
+pub use thinning::Thinning;

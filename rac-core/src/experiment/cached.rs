@@ -3,17 +3,19 @@
 //! neighbours' texts; the model trains in the shared loop with a checkpoint after every
 //! epoch, is evaluated on every branch, and its record is saved.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use super::config::Experiment;
 use super::prepared::{Prepared, RunEnv};
-use super::record::{RunRecord, save_run};
+use super::record::{RunRecord, Study, save_run};
 use super::texts::retrieval_inputs;
+use crate::encoders::TextEncoder;
 use crate::error::Result;
 use crate::eval::{Branch, evaluate};
 use crate::fsio;
-use crate::model::{LongTailLoss, RacModel, Scaler, Widths};
-use crate::train::{CachedBatches, Inputs, TrainHooks, TrainJob, predict, train_with};
+use crate::model::{LongTailLoss, Outputs, RacModel, Scaler, Widths};
+use crate::train::{CachedBatches, EpochLog, Inputs, TrainHooks, TrainJob, predict, train_with};
 
 /// A model ready to train: its inputs over cached features and neighbour lists, and the loss.
 pub struct Assembled {
@@ -29,6 +31,8 @@ pub struct Assembled {
     pub counts: Vec<usize>,
     /// The scaling fitted on the training split's frozen text features (`model.input_norm`).
     pub retrieval_norm: Option<Scaler>,
+    /// T, when it is frozen: a trained model reads new neighbours' texts through it.
+    pub frozen_text: Option<Box<dyn TextEncoder>>,
 }
 
 /// Build the model and its inputs for `exp`: the base features, the neighbours' joined texts
@@ -42,11 +46,11 @@ pub fn assemble(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<A
         Inputs { base: None, retrieval: None, labels: prep.train.labels.clone() },
         Inputs { base: None, retrieval: None, labels: prep.eval.labels.clone() },
     );
-    let (mut text, mut text_dim, mut retrieval_norm) = (None, 0, None);
+    let (mut text, mut text_dim, mut retrieval_norm, mut frozen_text) = (None, 0, None, None);
     if mode.has_retrieval() {
         let r = retrieval_inputs(exp, prep, env)?;
         (train_in.retrieval, eval_in.retrieval) = (Some(r.train), Some(r.eval));
-        (text, text_dim, retrieval_norm) = (r.trainable, r.text_dim, r.norm);
+        (text, text_dim, retrieval_norm, frozen_text) = (r.trainable, r.text_dim, r.norm, r.frozen);
     }
     if mode.has_base() {
         let (tr, mut ev) = exp.model.input_norm.apply(&prep.train.vectors, &[&prep.eval.vectors])?;
@@ -56,21 +60,36 @@ pub fn assemble(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<A
     let widths = Widths { base_dim: prep.train.dim(), text_dim, num_classes: prep.dataset.num_classes() };
     let model = RacModel::new(&exp.model, widths, text, exp.train.seed, &device)?;
     let loss = LongTailLoss::new(&exp.loss, &counts, &device)?;
-    Ok(Assembled { model, loss, train: train_in, eval: eval_in, counts, retrieval_norm })
+    Ok(Assembled { model, loss, train: train_in, eval: eval_in, counts, retrieval_norm, frozen_text })
 }
 
-/// Train a head on cached inputs, evaluate it and save the record. A checkpoint is kept in
-/// the runs folder after every epoch, so a killed run resumes; it goes once the record is saved.
-pub fn run_cached(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RunRecord> {
+/// A head trained on cached inputs, with what evaluating it again needs.
+pub struct Trained {
+    /// The model and its inputs (the trained weights are the model's).
+    pub assembled: Assembled,
+    /// Its outputs on the evaluation items.
+    pub outputs: Outputs,
+    /// The training log.
+    pub log: Vec<EpochLog>,
+    /// Its checkpoint folder, dropped once the record is saved.
+    pub checkpoint_dir: PathBuf,
+    /// When the run started.
+    pub started: Instant,
+}
+
+/// Train a head on cached inputs. A checkpoint is kept in the runs folder after every epoch,
+/// so a killed run resumes; it goes once the record is saved.
+pub fn train_cached(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<Trained> {
     let started = Instant::now();
-    let Assembled { model, loss, train: train_in, eval: eval_in, counts, .. } = assemble(exp, prep, env)?;
+    let assembled = assemble(exp, prep, env)?;
     let checkpoint_dir = env.checkpoint_dir(exp);
     fsio::create_dir_all(&checkpoint_dir)?;
     let hooks = TrainHooks { progress: env.progress, ..env.hooks.clone() };
+    let Assembled { model, loss, train: train_in, eval: eval_in, counts, .. } = &assembled;
     let job = TrainJob {
-        model: &model,
+        model,
         extra_vars: &[],
-        loss: &loss,
+        loss,
         optim: &exp.optim,
         config: &exp.train,
         checkpoint_dir: Some(&checkpoint_dir),
@@ -79,11 +98,17 @@ pub fn run_cached(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result
     };
     let eval_batch = exp.train.eval_batch_size;
     let mut eval_fused = |m: &RacModel| -> Result<f64> {
-        let out = predict(m, &eval_in, eval_batch)?;
-        Ok(evaluate(Branch::Fused, &out.fused, &eval_in.labels, &counts)?.top1)
+        let out = predict(m, eval_in, eval_batch)?;
+        Ok(evaluate(Branch::Fused, &out.fused, &eval_in.labels, counts)?.top1)
     };
-    let mut source = CachedBatches::new(&train_in, exp.train.batch_size, exp.train.seed);
+    let mut source = CachedBatches::new(train_in, exp.train.batch_size, exp.train.seed);
     let log = train_with(&job, &mut source, Some(&mut eval_fused))?;
-    let out = predict(&model, &eval_in, eval_batch)?;
-    save_run(exp, prep, env, started, &out, &log, &checkpoint_dir)
+    let outputs = predict(model, eval_in, eval_batch)?;
+    Ok(Trained { assembled, outputs, log, checkpoint_dir, started })
+}
+
+/// Train a head on cached inputs, evaluate it and save the record.
+pub fn run_cached(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RunRecord> {
+    let t = train_cached(exp, prep, env)?;
+    save_run(exp, prep, env, t.started, &t.outputs, &t.log, &t.checkpoint_dir, Study::default())
 }

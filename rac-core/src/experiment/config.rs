@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::{SplitKind, Thinning};
 use crate::encoders::{ImageEncoderSpec, TextEncoderSpec};
 use crate::error::{Error, Result};
 use crate::fsio;
@@ -120,6 +121,67 @@ impl Default for RetrievalSection {
     }
 }
 
+/// What the retrieval index holds: the paper's explicit memory. By default the training
+/// split; an index of external data only (`sources = ["external"]`, thinned) re-creates
+/// the paper's Fig 5.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySection {
+    /// The data set's splits the index is built from, each a source of its own: `train`
+    /// (without a held-out part), `external` (the manifest's `[external]` split), `val`.
+    #[serde(default = "default_sources")]
+    pub sources: Vec<String>,
+    /// How every source is thinned before it goes in (seeded).
+    #[serde(default)]
+    pub thinning: Thinning,
+}
+
+fn default_sources() -> Vec<String> {
+    vec![MemorySection::TRAIN.into()]
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        MemorySection { sources: default_sources(), thinning: Thinning::default() }
+    }
+}
+
+impl MemorySection {
+    /// The name of the training split's source.
+    pub const TRAIN: &'static str = "train";
+
+    /// Whether this is the default: the whole training split.
+    pub fn is_default(&self) -> bool {
+        *self == MemorySection::default()
+    }
+
+    /// The splits of `sources`; errors are [`Error::Setting`]s naming `sources`.
+    pub fn splits(&self) -> Result<Vec<SplitKind>> {
+        let bad = |message: String| Error::Setting { field: "sources".into(), message };
+        if self.sources.is_empty() {
+            return Err(bad("the index needs at least one source".into()));
+        }
+        let mut out: Vec<SplitKind> = Vec::new();
+        for name in &self.sources {
+            let kind = SplitKind::parse(name).ok_or_else(|| bad(format!("unknown source `{name}`; known: train, external, val")))?;
+            if kind == SplitKind::Test {
+                return Err(bad("`test` is the evaluation split; an index holding it would answer every query with itself".into()));
+            }
+            if out.contains(&kind) {
+                return Err(bad(format!("`{name}` is named twice")));
+            }
+            out.push(kind);
+        }
+        Ok(out)
+    }
+
+    /// The checks that need no data (see [`Self::splits`] and [`Thinning::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        self.splits()?;
+        self.thinning.validate().map_err(|e| e.within("thinning"))
+    }
+}
+
 /// One experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +197,10 @@ pub struct Experiment {
     /// The retrieval index.
     #[serde(default)]
     pub index: IndexConfig,
+    /// What the index holds (left out of the saved form at its default, so that records
+    /// written before it existed keep their keys).
+    #[serde(default, skip_serializing_if = "MemorySection::is_default")]
+    pub memory: MemorySection,
     /// The retrieval branch.
     #[serde(default)]
     pub retrieval: RetrievalSection,
@@ -241,6 +307,7 @@ impl Experiment {
             return field("retrieval.text_encoder", e.to_string());
         }
         self.index.validate().map_err(|e| e.in_section(path, "index"))?;
+        self.memory.validate().map_err(|e| e.in_section(path, "memory"))?;
         if let Some(b) = &self.base_encoder {
             b.validate().map_err(|e| e.in_section(path, "base_encoder"))?;
             if !self.model.mode.has_base() {
@@ -288,11 +355,13 @@ impl Experiment {
                 table.insert(part.to_string(), parsed.clone());
                 break;
             }
-            node = table.get_mut(*part).ok_or_else(|| Error::InvalidField {
-                path: path.into(),
-                field: dotted.into(),
-                message: format!("no section `{}`", parts[..=i].join(".")),
-            })?;
+            // A section left out of the saved form at its default (`memory`) is still a
+            // section: an empty one is put in, and parsing below rejects a name that is none.
+            if !table.contains_key(*part) {
+                missing = true;
+                table.insert(part.to_string(), toml::Value::Table(toml::Table::new()));
+            }
+            node = table.get_mut(*part).expect("just ensured");
         }
         let exp: Experiment = root.try_into().map_err(|e: toml::de::Error| Error::InvalidField {
             path: path.into(),

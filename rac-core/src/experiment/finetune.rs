@@ -25,7 +25,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use super::config::Experiment;
 use super::prepared::{Prepared, RunEnv};
-use super::record::{RunRecord, save_run};
+use super::record::{RunRecord, Study, save_run};
 use super::texts::{join_texts, retrieval_inputs};
 use crate::data::{EpochLoader, ImageBatch, LoaderConfig, Split, SplitKind, Transform};
 use crate::encoders::{ImageEncoder, TextEncoder};
@@ -78,12 +78,10 @@ impl OnlineRetrieval {
         let (pixels, size) = batch.retrieval();
         let x = pixels_to_device(pixels, size, self.encoder.preprocess(), self.encoder.device(), DType::F32)?;
         let queries: Vec<f32> = self.encoder.forward(&x)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
-        let own: Vec<ItemId> = batch
-            .items
-            .iter()
-            .map(|r| self.item_of_row.get(r).copied().ok_or_else(|| Error::InvalidInput(format!("training item {r} is not in the index"))))
-            .collect::<Result<_>>()?;
-        let hits = index.search_hits(&queries, index.dim(), self.k, true, Some(&own))?;
+        // A view's own item is dropped from its neighbours when the index holds it (a thinned
+        // or external index may not).
+        let own: Vec<Option<ItemId>> = batch.items.iter().map(|r| self.item_of_row.get(r).copied()).collect();
+        let hits = index.search_hits(&queries, index.dim(), self.k, Some(&own))?;
         let texts = join_texts(&index.resolve(hits)?, self.k, &self.separator);
         let mut missing: Vec<&str> = texts.iter().map(String::as_str).filter(|t| !self.memo.contains_key(*t)).collect();
         missing.sort_unstable();
@@ -159,8 +157,8 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
             return Err(Error::InvalidInput("fine-tuning needs a frozen text encoder's cached features".into()));
         };
         let encoder = exp.image_encoder()?.load(&env.cache, &device)?;
-        let first = prep.index.source_ids("train")?.start;
-        let item_of_row = prep.train_rows.iter().enumerate().map(|(j, &r)| (r, first + j as ItemId)).collect();
+        let own = prep.train_items()?;
+        let item_of_row = prep.train_rows.iter().zip(own).filter_map(|(&r, id)| id.map(|id| (r, id))).collect();
         let online = OnlineRetrieval::new(encoder, text, scaler, exp.retrieval.k, &exp.retrieval.separator, item_of_row);
         (Some(online), Some(eval_text.to_device(&device)?))
     } else {
@@ -217,5 +215,5 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
     let inputs =
         Inputs { base: Some(Tensor::cat(&features, 0)?), retrieval: eval_text.map(RetrievalBatch::Embedded), labels: prep.eval.labels.clone() };
     let out = predict(&model, &inputs, t.eval_batch_size)?;
-    save_run(exp, prep, env, started, &out, &log, &checkpoint_dir)
+    save_run(exp, prep, env, started, &out, &log, &checkpoint_dir, Study::default())
 }

@@ -4,12 +4,13 @@
 //! The modules in data-flow order: `config` (the experiment), `prepared` (data, features,
 //! index), `texts` (neighbour texts → T's features), `record` (evaluation of the outputs,
 //! the record on disk), the two peer runners `cached` and `finetune`, `run` (which picks
-//! one), then `sweep` and `demo` on top.
+//! one), then `sweep`, `memory` (Fig 5 and memory added at run time) and `demo` on top.
 
 pub mod cached;
 pub mod config;
 pub mod demo;
 pub mod finetune;
+pub mod memory;
 pub mod prepared;
 pub mod record;
 pub mod run;
@@ -17,8 +18,10 @@ pub mod sweep;
 pub mod texts;
 
 pub use cached::{Assembled, assemble};
+pub use config::MemorySection;
 pub use config::{Experiment, method_name};
-pub use prepared::{EvalSplit, Prepared, RunEnv};
+pub use memory::{Added, ContentGrid, MemoryPlan, index_content, runtime_memory};
+pub use prepared::{EvalSplit, IndexPlace, Prepared, RunEnv};
 pub use record::{RunMeta, RunRecord, list_runs, load_runs};
 pub use run::{run, run_prepared};
 pub use sweep::{Sweep, grid, sweep, sweep_list};

@@ -7,6 +7,7 @@
 //! | `metrics.csv` | one row per (method, branch): top1, top5, many, medium, few |
 //! | `per_class.csv` | one row per class: train count, bucket, accuracy per branch |
 //! | `epochs.csv` | the training log |
+//! | `<table>.csv` | a study's own tables (`memory.csv`: the run-time memory steps) |
 //! | `COMPLETE` | written last: a folder without it is an unfinished run |
 //!
 //! A record is written into a temporary sibling folder and renamed into place, so a run
@@ -48,6 +49,13 @@ pub struct RunMeta {
     pub method: String,
     /// The split the metrics are on: `test`, or `val` (held out of train, for tuning).
     pub eval_split: String,
+    /// Items in the index the run's retrieval branch read (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_items: Option<u64>,
+    /// The study the run belongs to beyond its experiment (`memory: external`), which
+    /// its record's hash covers too; absent for plain runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study: Option<String>,
     /// The resolved experiment.
     pub experiment: Experiment,
 }
@@ -63,9 +71,14 @@ pub struct RunRecord {
     pub per_class: DataFrame,
     /// The training log.
     pub epochs: DataFrame,
+    /// A study's own tables, by name (`memory`), each stored as `<name>.csv`.
+    pub tables: BTreeMap<String, DataFrame>,
     /// Where it is stored.
     pub dir: PathBuf,
 }
+
+/// The tables every record has; any other `.csv` in a record folder is a study's table.
+const STANDARD_TABLES: [&str; 3] = ["metrics", "per_class", "epochs"];
 
 /// The record folder of an experiment under `runs_dir`.
 pub fn record_dir(runs_dir: &Path, exp: &Experiment) -> PathBuf {
@@ -138,7 +151,14 @@ fn read_csv(path: &Path) -> Result<DataFrame> {
 
 impl RunRecord {
     /// Write a record atomically into `runs_dir`: a temporary folder renamed into place.
-    pub fn save(meta: RunMeta, metrics: DataFrame, per_class: DataFrame, epochs: DataFrame, runs_dir: &Path) -> Result<RunRecord> {
+    pub fn save(
+        meta: RunMeta,
+        metrics: DataFrame,
+        per_class: DataFrame,
+        epochs: DataFrame,
+        tables: BTreeMap<String, DataFrame>,
+        runs_dir: &Path,
+    ) -> Result<RunRecord> {
         let dir = runs_dir.join(format!("{}-{}", meta.name, meta.config_hash));
         let tmp = runs_dir.join(format!(".{}-{}.tmp-{}", meta.name, meta.config_hash, std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
@@ -149,6 +169,9 @@ impl RunRecord {
             write_csv(&metrics, &tmp.join("metrics.csv"))?;
             write_csv(&per_class, &tmp.join("per_class.csv"))?;
             write_csv(&epochs, &tmp.join("epochs.csv"))?;
+            for (name, table) in &tables {
+                write_csv(table, &tmp.join(format!("{name}.csv")))?;
+            }
             std::fs::write(tmp.join(COMPLETE), b"").map_err(|e| Error::Io { op: "writing", path: tmp.join(COMPLETE), cause: e })?;
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { op: "replacing", path: dir.clone(), cause: e })?;
@@ -159,7 +182,7 @@ impl RunRecord {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        Ok(RunRecord { meta, metrics, per_class, epochs, dir })
+        Ok(RunRecord { meta, metrics, per_class, epochs, tables, dir })
     }
 
     /// Load a complete record from its folder.
@@ -173,7 +196,17 @@ impl RunRecord {
         }
         let text = fsio::read_to_string(&dir.join("record.toml"), "run record")?;
         let meta: RunMeta = toml::from_str(&text).map_err(|e| Error::Config { path: dir.join("record.toml"), message: e.to_string() })?;
+        let mut tables = BTreeMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::Io { op: "listing", path: dir.into(), cause: e })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".csv")) else { continue };
+            if !STANDARD_TABLES.contains(&name) {
+                tables.insert(name.to_string(), read_csv(&path)?);
+            }
+        }
         Ok(RunRecord {
+            tables,
             meta,
             metrics: read_csv(&dir.join("metrics.csv"))?,
             per_class: read_csv(&dir.join("per_class.csv"))?,
@@ -208,19 +241,9 @@ pub fn load_runs(runs_dir: &Path) -> Result<DataFrame> {
     crate::eval::vstack_all(frames, &format!("no complete run records under {}", runs_dir.display()))
 }
 
-/// Evaluate every branch of a trained model's outputs on the evaluation items (all three for
-/// a RAC model), save the run's record, then drop its training checkpoint: the one ending of
-/// both runners.
-pub(crate) fn save_run(
-    exp: &Experiment,
-    prep: &Prepared,
-    env: &RunEnv,
-    started: Instant,
-    out: &Outputs,
-    log: &[EpochLog],
-    checkpoint_dir: &Path,
-) -> Result<RunRecord> {
-    let (labels, counts) = (&prep.eval.labels, &prep.train_counts);
+/// Every branch of a trained model's outputs evaluated on the evaluation items (all three
+/// for a RAC model).
+pub fn branch_metrics(exp: &Experiment, out: &Outputs, labels: &[usize], counts: &[usize]) -> Result<Vec<BranchMetrics>> {
     let mut branches: Vec<BranchMetrics> = Vec::new();
     if let Some(b) = &out.base {
         branches.push(evaluate(Branch::Base, b, labels, counts)?);
@@ -231,22 +254,56 @@ pub(crate) fn save_run(
     if exp.model.mode == Mode::Rac {
         branches.push(evaluate(Branch::Fused, &out.fused, labels, counts)?);
     }
+    Ok(branches)
+}
+
+/// What a study adds to a run's record: its name and key (the record's hash is the
+/// experiment's and the study's together), and its tables.
+#[derive(Default)]
+pub(crate) struct Study {
+    /// A line naming the study and its settings, with the record's hash.
+    pub label: Option<(String, String)>,
+    /// Its tables.
+    pub tables: BTreeMap<String, DataFrame>,
+}
+
+/// Evaluate every branch of a trained model's outputs, save the run's record, then drop its
+/// training checkpoint: the one ending of both runners (and of the memory study).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn save_run(
+    exp: &Experiment,
+    prep: &Prepared,
+    env: &RunEnv,
+    started: Instant,
+    out: &Outputs,
+    log: &[EpochLog],
+    checkpoint_dir: &Path,
+    study: Study,
+) -> Result<RunRecord> {
+    let counts = &prep.train_counts;
+    let branches = branch_metrics(exp, out, &prep.eval.labels, counts)?;
     let method = exp.method_name();
+    let (study_label, config_hash) = match study.label {
+        Some((label, hash)) => (Some(label), hash),
+        None => (None, exp.config_hash()),
+    };
     let meta = RunMeta {
         name: exp.name.clone(),
-        config_hash: exp.config_hash(),
+        config_hash,
         seed: exp.train.seed,
         versions: crate_versions(),
         git_revision: git_revision(Path::new(".")),
         wall_s: started.elapsed().as_secs_f64(),
         method: method.clone(),
         eval_split: prep.eval_split.name().to_string(),
+        index_items: Some(prep.index.len() as u64),
+        study: study_label,
         experiment: exp.clone(),
     };
     let metrics = metrics_table(&method, &branches)?;
     let per_class = per_class_frame(&prep.dataset.class_texts, counts, &branches)?;
     let epochs = epochs_table(log)?;
-    let rec = RunRecord::save(meta, metrics, per_class, epochs, &env.runs_dir)?;
+    let rec = RunRecord::save(meta, metrics, per_class, epochs, study.tables, &env.runs_dir)?;
     let _ = std::fs::remove_dir_all(checkpoint_dir);
     Ok(rec)
 }

@@ -64,7 +64,7 @@ pub fn sweep_list(exps: &[Experiment], env: &RunEnv) -> Result<(Vec<RunRecord>, 
             records.push(RunRecord::load(&record::record_dir(&env.runs_dir, exp))?);
             continue;
         }
-        let key = serde_json::to_string(&(&exp.data, &exp.encoder, &exp.index, exp.train.seed)).expect("sections serialise");
+        let key = serde_json::to_string(&(&exp.data, &exp.encoder, &exp.index, &exp.memory, exp.train.seed)).expect("sections serialise");
         if prepared.as_ref().is_none_or(|(k, _)| *k != key) {
             prepared = Some((key.clone(), Prepared::new(exp, env)?));
         }

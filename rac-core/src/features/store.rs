@@ -47,7 +47,7 @@ pub struct FeatureKey {
     pub encoder_fingerprint: String,
     /// The data set's name.
     pub dataset: String,
-    /// The manifest's fingerprint ([`crate::data::DataManifest::fingerprint`]).
+    /// The manifest's fingerprint for the split ([`crate::data::DataManifest::split_fingerprint`]).
     pub manifest_fingerprint: String,
     /// The split.
     pub split: SplitKind,
@@ -63,7 +63,7 @@ impl FeatureKey {
             encoder: encoder.name().to_string(),
             encoder_fingerprint: encoder.fingerprint(),
             dataset: ds.name().to_string(),
-            manifest_fingerprint: ds.manifest.fingerprint(),
+            manifest_fingerprint: ds.manifest.split_fingerprint(split),
             split,
             preprocess: encoder.preprocess_for(&ds.manifest.preprocess),
         }
@@ -136,6 +136,17 @@ impl Features {
     /// The feature dimension.
     pub fn dim(&self) -> usize {
         self.meta.dim
+    }
+
+    /// The rows `rows`, in that order (`meta` still describes the whole entry).
+    pub fn select(&self, rows: &[usize]) -> Result<Features> {
+        let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<u32>>(), rows.len(), self.vectors.device())?;
+        Ok(Features {
+            vectors: self.vectors.index_select(&idx, 0)?,
+            ids: rows.iter().map(|&r| self.ids[r].clone()).collect(),
+            labels: rows.iter().map(|&r| self.labels[r]).collect(),
+            meta: self.meta.clone(),
+        })
     }
 }
 

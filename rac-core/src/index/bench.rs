@@ -218,7 +218,7 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
             drop(index);
             let t0 = Instant::now();
             let mut index = RetrievalIndex::open(dir.path())?;
-            index.search_hits(&queries[..dim], dim, k, false, None)?;
+            index.search_hits(&queries[..dim], dim, k, None)?;
             let open_s = t0.elapsed().as_secs_f64();
             log(&format!("  built in {build_s:.1} s, {:.1} MiB, opened in {open_s:.2} s", size_bytes as f64 / (1u64 << 20) as f64));
             if let Some(kernels) = index.usearch_kernels() {
@@ -251,7 +251,7 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
             for (params, qconfig) in query_settings {
                 index.set_query_params(&qconfig)?;
                 let t0 = Instant::now();
-                let hits = index.search_hits(queries, dim, k, false, None)?;
+                let hits = index.search_hits(queries, dim, k, None)?;
                 let batched_qps = nq as f64 / t0.elapsed().as_secs_f64();
                 let exact = truth.get_or_insert_with(|| hits.clone());
                 let single = &queries[..spec.single_queries.min(nq).max(1) * dim];

@@ -34,6 +34,21 @@ pub enum QuerySet<'a> {
         /// Their dimension.
         dim: usize,
     },
+    /// Row-major feature vectors of items that may be in the index: row `i` is the item
+    /// `keys[i]` of the source `source` (training items when the index holds a thinned
+    /// training split, or none of it). `drop_self` drops a hit only when it is that item.
+    Keyed {
+        /// The name the lists are stored under.
+        name: &'a str,
+        /// The vectors.
+        vectors: &'a [f32],
+        /// Their dimension.
+        dim: usize,
+        /// The source the query items belong to.
+        source: &'a str,
+        /// Each query's key in it.
+        keys: &'a [String],
+    },
 }
 
 impl QuerySet<'_> {
@@ -41,8 +56,15 @@ impl QuerySet<'_> {
         match self {
             QuerySet::Source(name) => format!("source:{name}"),
             QuerySet::Features { name, .. } => format!("features:{name}"),
+            QuerySet::Keyed { name, .. } => format!("keyed:{name}"),
         }
     }
+}
+
+fn vectors_fingerprint(vectors: &[f32], dim: usize) -> String {
+    let mut bytes: Vec<u8> = (dim as u64).to_le_bytes().to_vec();
+    bytes.extend(vectors.iter().flat_map(|x| x.to_le_bytes()));
+    crate::fsio::sha256_bytes(&bytes)
 }
 
 /// What a neighbour-cache request asks for: the first `k` neighbours of lists searched
@@ -215,10 +237,14 @@ impl NeighbourCache<'_> {
     fn query_fingerprint(&self, set: &QuerySet<'_>) -> Result<String> {
         Ok(match set {
             QuerySet::Source(name) => format!("source:{}", self.index.source(name)?.content_sha256),
-            QuerySet::Features { vectors, dim, .. } => {
-                let mut bytes: Vec<u8> = (*dim as u64).to_le_bytes().to_vec();
-                bytes.extend(vectors.iter().flat_map(|x| x.to_le_bytes()));
-                format!("features:{}", crate::fsio::sha256_bytes(&bytes))
+            QuerySet::Features { vectors, dim, .. } => format!("features:{}", vectors_fingerprint(vectors, *dim)),
+            QuerySet::Keyed { vectors, dim, source, keys, .. } => {
+                let mut named = source.as_bytes().to_vec();
+                for k in keys.iter() {
+                    named.push(0);
+                    named.extend(k.as_bytes());
+                }
+                format!("keyed:{}:{}", vectors_fingerprint(vectors, *dim), crate::fsio::sha256_bytes(&named))
             }
         })
     }
@@ -255,11 +281,26 @@ impl NeighbourCache<'_> {
         // Checked before the lookup, so that a setting that is wrong for this index is named
         // whether or not a shallower entry happens to be cached.
         let (k_max, drop_self) = (query.k_max, query.drop_self);
+        if drop_self && matches!(set, QuerySet::Features { .. }) {
+            return Err(Error::InvalidInput(format!(
+                "neighbour lists of `{}`: drop_self needs to know which item each query is (QuerySet::Source or Keyed)",
+                set.key()
+            )));
+        }
+        // The query items of a keyed set, when the index holds their source.
+        let own = match set {
+            QuerySet::Keyed { source, keys, .. } if drop_self => Some(self.index.own_items(source, keys)?),
+            _ => None,
+        };
+        let drops = match set {
+            QuerySet::Source(_) => drop_self,
+            _ => own.as_ref().is_some_and(|o| o.iter().any(Option::is_some)),
+        };
         let n = self.index.len();
-        if k_max + usize::from(drop_self) > n {
+        if k_max + usize::from(drops) > n {
             return Err(Error::Setting {
                 field: "k_max".into(),
-                message: format!("{k_max} neighbours{} are more than the index's {n} items", if drop_self { " plus the query itself" } else { "" }),
+                message: format!("{k_max} neighbours{} are more than the index's {n} items", if drops { " plus the query itself" } else { "" }),
             });
         }
         if let Some(lists) = self.get(set, query)? {
@@ -270,7 +311,8 @@ impl NeighbourCache<'_> {
                 let ids: Vec<ItemId> = self.index.source_ids(name)?.collect();
                 self.index.item_hits(&ids, k_max, drop_self)?
             }
-            QuerySet::Features { vectors, dim, .. } => self.index.search_hits(vectors, *dim, k_max, drop_self, None)?,
+            QuerySet::Features { vectors, dim, .. } => self.index.search_hits(vectors, *dim, k_max, None)?,
+            QuerySet::Keyed { vectors, dim, .. } => self.index.search_hits(vectors, *dim, k_max, own.as_deref())?,
         };
         let lists = NeighbourLists::from_hits(&hits, k_max);
         let header = self.header(set, k_max, drop_self, lists.n)?;

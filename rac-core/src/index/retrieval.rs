@@ -4,6 +4,7 @@
 //! are added and removed whole, with no retraining, and every change is one transaction: a
 //! crash leaves the index as it was before the change.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -125,8 +126,9 @@ pub struct QueryOptions {
     /// Number of neighbours to return per query.
     pub k: usize,
     /// Drop the query itself from its neighbours, as the paper does in training: search `k + 1`,
-    /// then drop the query's own item when it is among the hits (queries by item id), or the
-    /// first hit (queries by vector).
+    /// then drop the query's own item when it is among the hits. Only queries whose item is
+    /// known can drop it (by item id, or by source and key): a hit is never dropped for
+    /// being first.
     pub drop_self: bool,
 }
 
@@ -537,9 +539,26 @@ impl RetrievalIndex {
         self.query_vecs(&data, d, opts)
     }
 
-    /// The neighbours of each row of row-major `queries` of dimension `dim`.
+    /// The neighbours of each row of row-major `queries` of dimension `dim`. These queries
+    /// are not known items, so `drop_self` is refused: use [`Self::query_items`] or
+    /// [`Self::query_keyed`].
     pub fn query_vecs(&self, queries: &[f32], dim: usize, opts: &QueryOptions) -> Result<Vec<Neighbours>> {
-        let hits = self.search_hits(queries, dim, opts.k, opts.drop_self, None)?;
+        if opts.drop_self {
+            return Err(Error::InvalidInput(format!(
+                "{}: drop_self needs to know which item each query is; query by item id or by source and key",
+                self.path().display()
+            )));
+        }
+        let hits = self.search_hits(queries, dim, opts.k, None)?;
+        self.resolve(hits)
+    }
+
+    /// The neighbours of each row of `queries`, the item of row `i` being `keys[i]` of the
+    /// source `source`; with `drop_self`, a hit is dropped when it is that item (none is
+    /// when the index does not hold the source).
+    pub fn query_keyed(&self, queries: &[f32], dim: usize, source: &str, keys: &[String], opts: &QueryOptions) -> Result<Vec<Neighbours>> {
+        let own = if opts.drop_self { Some(self.own_items(source, keys)?) } else { None };
+        let hits = self.search_hits(queries, dim, opts.k, own.as_deref())?;
         self.resolve(hits)
     }
 
@@ -553,25 +572,38 @@ impl RetrievalIndex {
     /// The raw (id, distance) hits of items already in the index; see [`Self::query_items`].
     pub fn item_hits(&self, ids: &[ItemId], k: usize, drop_self: bool) -> Result<Vec<Vec<(ItemId, f32)>>> {
         let vectors = self.vectors(ids)?;
-        self.search_hits(&vectors, self.dim(), k, drop_self, Some(ids))
+        let own: Vec<Option<ItemId>> = ids.iter().map(|&id| Some(id)).collect();
+        self.search_hits(&vectors, self.dim(), k, drop_self.then_some(&own[..]))
+    }
+
+    /// The item id of each of `keys` in the source `name`, or `None` where the source has no
+    /// such key (or the index has no such source): who each query is, for `drop_self`.
+    pub fn own_items(&self, name: &str, keys: &[String]) -> Result<Vec<Option<ItemId>>> {
+        let Some(src) = self.sources()?.into_iter().find(|s| s.name == name) else { return Ok(vec![None; keys.len()]) };
+        let rtxn = self.store.env.read_txn().at(self.path(), "reading items")?;
+        let mut by_key = HashMap::with_capacity(src.count as usize);
+        for id in src.ids() {
+            by_key.insert(read_item(&rtxn, &self.store, id)?.key, id);
+        }
+        Ok(keys.iter().map(|k| by_key.get(k).copied()).collect())
     }
 
     /// The raw (id, distance) hits of row-major `queries`: the `k` nearest items of each,
-    /// nearest first. With `drop_self`, `k + 1` are searched and the query's own item (when
-    /// `self_ids` names it and it is found), else the first hit, is dropped.
-    pub fn search_hits(
-        &self,
-        queries: &[f32],
-        dim: usize,
-        k: usize,
-        drop_self: bool,
-        self_ids: Option<&[ItemId]>,
-    ) -> Result<Vec<Vec<(ItemId, f32)>>> {
+    /// nearest first. With `own` (the item each query is, where it is one), `k + 1` are
+    /// searched and a query's own item is dropped when it is found; rows that are no item
+    /// of the index, or whose item was not found, keep their first `k`.
+    pub fn search_hits(&self, queries: &[f32], dim: usize, k: usize, own: Option<&[Option<ItemId>]>) -> Result<Vec<Vec<(ItemId, f32)>>> {
         self.require_items()?;
         let path = self.path();
         if dim != self.dim() || !queries.len().is_multiple_of(dim.max(1)) {
             return Err(Error::IndexDimension { path: path.to_path_buf(), what: "the query batch".into(), expected: self.dim(), received: dim });
         }
+        if let Some(own) = own
+            && own.len() * dim != queries.len()
+        {
+            return Err(Error::InvalidInput(format!("{}: {} query items named for {} queries", path.display(), own.len(), queries.len() / dim)));
+        }
+        let drop_self = own.is_some_and(|o| o.iter().any(Option::is_some));
         let k_search = k + usize::from(drop_self);
         if k == 0 {
             return Err(Error::IndexK { path: path.to_path_buf(), k, reason: "k must be at least 1".into() });
@@ -585,19 +617,10 @@ impl RetrievalIndex {
             return Err(Error::InvalidInput(format!("{}: query {}", path.display(), bad.describe())));
         }
         let mut hits = self.raw_search(&queries, k_search)?;
-        if drop_self {
-            for (i, h) in hits.iter_mut().enumerate() {
-                let own = self_ids.and_then(|ids| h.iter().position(|(id, _)| *id == ids[i]));
-                match own {
-                    Some(pos) => {
-                        h.remove(pos);
-                    }
-                    None if self_ids.is_some() => {
-                        h.pop();
-                    }
-                    None => {
-                        h.remove(0);
-                    }
+        if let Some(own) = own.filter(|_| drop_self) {
+            for (h, me) in hits.iter_mut().zip(own) {
+                if let Some(pos) = me.and_then(|me| h.iter().position(|(id, _)| *id == me)) {
+                    h.remove(pos);
                 }
                 h.truncate(k);
             }

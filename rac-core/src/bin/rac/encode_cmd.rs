@@ -78,6 +78,7 @@ enum SplitArg {
     Train,
     Test,
     Val,
+    External,
     All,
 }
 
@@ -163,7 +164,10 @@ fn encode(args: EncodeArgs, cache: &AssetCache) -> Result<()> {
         SplitArg::Train => vec![SplitKind::Train],
         SplitArg::Test => vec![SplitKind::Test],
         SplitArg::Val => vec![SplitKind::Val],
-        SplitArg::All => [SplitKind::Train, SplitKind::Val, SplitKind::Test].into_iter().filter(|&k| ds.split(k).is_some()).collect(),
+        SplitArg::External => vec![SplitKind::External],
+        SplitArg::All => {
+            [SplitKind::Train, SplitKind::Val, SplitKind::Test, SplitKind::External].into_iter().filter(|&k| ds.split(k).is_some()).collect()
+        }
     };
     let mut reports = Vec::new();
     for split in splits {

@@ -86,9 +86,13 @@ pub enum IndexCmd {
         /// Neighbours per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
-        /// Drop the first hit (the query itself, when it is in the index).
+        /// Drop each query's own item from its hits, when the index holds it: row `i` is the
+        /// item of `--source` with the file's key `i` (its `ids.txt`, else `<source>/<i>`).
         #[arg(long)]
         drop_self: bool,
+        /// The source the query rows are items of, for `--drop-self`.
+        #[arg(long, default_value = "train")]
+        source: String,
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
@@ -358,11 +362,15 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
                 print!("{}", stats.report());
             }
         }
-        IndexCmd::Query { dir, features, rows, k, drop_self, json } => {
+        IndexCmd::Query { dir, features, rows, k, drop_self, source, json } => {
             let index = RetrievalIndex::open(&dir)?;
             let f = read_features(&features)?;
             let rows = rows.min(f.len());
-            let res = index.query_vecs(&f.vectors[..rows * f.dim], f.dim, &QueryOptions { k, drop_self })?;
+            let keys: Vec<String> = match &f.keys {
+                Some(keys) => keys[..rows].to_vec(),
+                None => (0..rows).map(|i| format!("{source}/{i}")).collect(),
+            };
+            let res = index.query_keyed(&f.vectors[..rows * f.dim], f.dim, &source, &keys, &QueryOptions { k, drop_self })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&res)?);
             } else {

@@ -6,6 +6,7 @@ mod assets_cmd;
 mod data_cmd;
 mod encode_cmd;
 mod index_cmd;
+mod memory_cmd;
 mod run_cmd;
 
 use std::path::PathBuf;
@@ -53,6 +54,10 @@ enum Command {
         #[command(flatten)]
         args: run_cmd::RunArgs,
     },
+    /// The index as explicit memory: Fig 5 from trained runs (`content`), and a source
+    /// added to a trained model's index and removed again (`steps`).
+    #[command(subcommand)]
+    Memory(memory_cmd::MemoryCmd),
     /// List the saved run records.
     Runs {
         /// The runs folder.
@@ -97,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Index(cmd) => index_cmd::run(cmd, &cache),
         Command::Run { experiment, args } => run_cmd::run(&experiment, &args),
         Command::Sweep { experiment, sets, args } => run_cmd::sweep(&experiment, &sets, &args),
+        Command::Memory(cmd) => memory_cmd::run(cmd),
         Command::Runs { runs_dir, json } => run_cmd::runs(&runs_dir, json),
         Command::Doctor { json } => {
             let report = rac_core::device::DeviceReport::probe();
