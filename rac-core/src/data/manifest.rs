@@ -247,14 +247,23 @@ impl DataManifest {
             (None, None) => return Err(field("split_list", "a source table is required: `[idx]` or `[split_list]`".into())),
             _ => {}
         }
+        // Every split file's recorded sha256, the external split's included, is well formed.
+        let mut files: Vec<(&str, &SplitFile)> = Vec::new();
         if let Some(src) = &self.split_list {
-            let files = [("train", Some(&src.train)), ("val", src.val.as_ref()), ("test", Some(&src.test))];
-            for (name, f) in files.into_iter().filter_map(|(n, f)| f.map(|f| (n, f))) {
-                if let Some(sha) = &f.sha256
-                    && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
-                {
-                    return Err(field(&format!("split_list.{name}.sha256"), format!("`{sha}` is not a sha256 (64 hex digits)")));
-                }
+            files.extend(
+                [("split_list.train", Some(&src.train)), ("split_list.val", src.val.as_ref()), ("split_list.test", Some(&src.test))]
+                    .into_iter()
+                    .filter_map(|(n, f)| f.map(|f| (n, f))),
+            );
+        }
+        if let Some(f) = self.external.as_ref().filter(|x| x.from == ExternalFrom::File).and_then(|x| x.file.as_ref()) {
+            files.push(("external.file", f));
+        }
+        for (name, f) in files {
+            if let Some(sha) = &f.sha256
+                && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(field(&format!("{name}.sha256"), format!("`{sha}` is not a sha256 (64 hex digits)")));
             }
         }
         let c = &self.classes;
@@ -303,13 +312,6 @@ impl DataManifest {
                 (ExternalFrom::File, None) => return Err(field("external.file", "`from = \"file\"` needs `file = { file = \"...\" }`".into())),
                 (ExternalFrom::File, Some(_)) if self.split_list.is_none() => {
                     return Err(field("external.from", "`file` reads a split list, so it needs a `[split_list]` data set".into()));
-                }
-                (ExternalFrom::File, Some(f)) => {
-                    if let Some(sha) = &f.sha256
-                        && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
-                    {
-                        return Err(field("external.file.sha256", format!("`{sha}` is not a sha256 (64 hex digits)")));
-                    }
                 }
                 _ => {}
             }

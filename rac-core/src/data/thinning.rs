@@ -43,11 +43,6 @@ impl Default for Thinning {
 const CLASS_STREAM: u64 = 0x0c1a_55e5;
 
 impl Thinning {
-    /// Whether it keeps every row.
-    pub fn keeps_all(&self) -> bool {
-        self.fraction == 1.0 && self.per_class == 0 && self.classes == 0
-    }
-
     /// The checks that need no data: `fraction` in (0, 1]. Errors are
     /// [`Error::Setting`]s naming the field.
     pub fn validate(&self) -> Result<()> {
