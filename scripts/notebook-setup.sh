@@ -22,7 +22,8 @@ if [[ ! -x "$RAC_JUPYTER_VENV/bin/jupyter-lab" ]]; then
   "$RAC_JUPYTER_VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
-if ! "$RAC_TOOLS/bin/evcxr_jupyter" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
+# evcxr_jupyter has no --version; cargo install records what it installed in .crates.toml.
+if [[ ! -x "$RAC_TOOLS/bin/evcxr_jupyter" ]] || ! grep -qs "\"evcxr_jupyter $EVCXR_VERSION " "$RAC_TOOLS/.crates.toml"; then
   echo "notebook-setup: building evcxr_jupyter $EVCXR_VERSION (about 4 min on 2 cores)" >&2
   # Its own target folder: evcxr's build must not share ours (different profile, locked deps).
   # opt-level 1: the kernel only parses cells and drives cargo; level 3 takes twice as long to build.
@@ -32,8 +33,20 @@ if ! "$RAC_TOOLS/bin/evcxr_jupyter" --version 2>/dev/null | grep -q "$EVCXR_VERS
 fi
 
 # The kernel spec goes into the venv's data folder (JUPYTER_DATA_DIR), so that only this
-# Jupyter sees it; evcxr_jupyter --install rewrites it, which keeps it idempotent.
+# Jupyter sees it; evcxr_jupyter --install rewrites it, which keeps it idempotent. Its
+# command is then the launcher that gives each kernel a build folder that outlives it.
 "$RAC_TOOLS/bin/evcxr_jupyter" --install >/dev/null
+spec="$JUPYTER_DATA_DIR/kernels/rust/kernel.json"
+"$RAC_JUPYTER_VENV/bin/python" - "$spec" "$PWD/scripts/evcxr-kernel.sh" <<'PY'
+import json, sys
+path, launcher = sys.argv[1], sys.argv[2]
+spec = json.load(open(path))
+spec["argv"] = ["bash", launcher] + spec["argv"][1:]
+json.dump(spec, open(path, "w"), indent=2)
+PY
 mkdir -p "$EVCXR_CONFIG_DIR"
 printf '%s\n' ':cache 4096' > "$EVCXR_CONFIG_DIR/init.evcxr"
+# Compile the extension and everything under it now, once (a cold machine: about 20 min on
+# 2 cores), so that the first notebook starts in seconds; later runs find it compiled.
+"$RAC_JUPYTER_VENV/bin/python" tests/notebooks/run_notebooks.py --warm
 echo "notebook-setup: ready (kernel 'rust' in $JUPYTER_DATA_DIR/kernels/rust)" >&2

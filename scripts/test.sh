@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: the workspace build, set-up (toolchain checks, asset fetch), rustfmt and
 # clippy (warnings are errors), every test of the workspace,
-# the nine notebooks executed headless on the evcxr kernel, the browser check of the
+# the nine notebooks executed headless on the evcxr kernel and their tables verified against
+# tests/notebooks/expected-ci.json, the browser check of the
 # executed quickstart, and a lint-clean compile of the `cuda` feature (beside the notebooks).
 # Each phase's time is printed as it ends and again, as a table, at the end of the run.
 # Usage: scripts/test.sh [extra cargo test args]
@@ -57,7 +58,7 @@ fi
 if [[ "${RAC_SKIP_NOTEBOOKS:-0}" != 1 ]]; then
   phase "notebook set-up (Jupyter, evcxr_jupyter)" scripts/notebook-setup.sh
   source scripts/notebook-env.sh
-  phase "notebooks (headless, evcxr)" python tests/notebooks/run_notebooks.py --ci
+  phase "notebooks (headless, evcxr, verified)" python tests/notebooks/run_notebooks.py --ci --verify
   phase "browser check" tests/notebooks/browser-check.sh
 fi
 

@@ -45,3 +45,21 @@ fn an_empty_bucket_is_nan_and_bad_shapes_are_errors() {
     assert!(evaluate(Branch::Base, &logits, &[0], &[500, 300]).is_err());
     assert!(evaluate(Branch::Base, &logits, &[0, 1], &[500]).is_err());
 }
+
+#[test]
+fn the_cli_and_the_notebooks_round_numbers_alike() {
+    use polars::prelude::*;
+    use rac_core::eval::{format_value, text_table};
+    assert_eq!(format_value(&AnyValue::Float64(89.766667)), "89.77");
+    assert_eq!(format_value(&AnyValue::Float64(0.123456)), "0.1235");
+    assert_eq!(format_value(&AnyValue::Float64(1.5e-5)), "1.500e-5");
+    assert_eq!(format_value(&AnyValue::Null), "");
+    let df = df!("method" => ["RAC", "CE"], "all" => [89.766667, 78.19], "n" => [10u32, 2]).unwrap();
+    let text = text_table(&df);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "method    all   n");
+    assert_eq!(lines[2], "RAC     89.77  10");
+    assert_eq!(lines[3], "CE      78.19   2");
+    assert!(!text.contains("89.766667"), "{text}");
+    assert_eq!(lines[4], "(2 rows × 3 columns)");
+}

@@ -101,7 +101,7 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_same_record() {
     let runs = tempfile::tempdir().unwrap();
     let killed = RunEnv {
         runs_dir: runs.path().to_path_buf(),
-        hooks: rac_core::train::TrainHooks { stop_after_epoch: Some(2), progress: false },
+        hooks: rac_core::train::TrainHooks { stop_after_epoch: Some(2), progress: rac_core::progress::Progress::Hidden },
         ..env.clone()
     };
     let msg = run(&exp, &killed).unwrap_err().to_string();
@@ -139,7 +139,8 @@ fn frozen_text_features_encode_each_truncated_sequence_once_and_match_the_encode
     let batch = m.tokenize(&refs).unwrap();
     assert_eq!(batch.lengths[0], 12, "the long texts are cut");
     let dir = tempfile::tempdir().unwrap();
-    let got = rac_core::experiment::texts::frozen_text_features(&m, &texts, dir.path(), &mut BarProgress::new(false)).unwrap();
+    let got = rac_core::experiment::texts::frozen_text_features(&m, &texts, dir.path(), &mut BarProgress::new(rac_core::progress::Progress::Hidden))
+        .unwrap();
     let want = m.encode(&refs).unwrap();
     let diff = (got.clone() - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-5, "deduplicated, unpadded encodings match the encoder's own: {diff}");
@@ -147,7 +148,9 @@ fn frozen_text_features_encode_each_truncated_sequence_once_and_match_the_encode
     assert_eq!(rows[0], rows[1], "texts equal up to the cut share one encoding");
     assert_ne!(rows[0], rows[2]);
     // A second call reads the cache.
-    let again = rac_core::experiment::texts::frozen_text_features(&m, &texts, dir.path(), &mut BarProgress::new(false)).unwrap();
+    let again =
+        rac_core::experiment::texts::frozen_text_features(&m, &texts, dir.path(), &mut BarProgress::new(rac_core::progress::Progress::Hidden))
+            .unwrap();
     assert_eq!(again.to_vec2::<f32>().unwrap(), rows);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
@@ -179,4 +182,90 @@ fn k_max_beyond_the_data_names_the_field() {
     let err = err.to_string();
     assert!(err.contains("`retrieval.k_max`") && err.contains("500 neighbours plus the query itself are more than the index"), "{err}");
     assert!(!err.contains("k = 500") && !err.contains(&runs.path().display().to_string()), "the field, not the cache folder: {err}");
+}
+
+#[test]
+fn typed_edits_set_what_notebooks_change_and_are_checked() {
+    use rac_core::experiment::TextEncoderKind;
+    use rac_core::model::{LossKind, Mode};
+    let recipe = Experiment::named("x").with("train.warmup_epochs", "5").unwrap();
+    // Fewer epochs than the warm-up: the warm-up is shortened; more leave it as it was.
+    let short = recipe.with_epochs(2).unwrap();
+    assert_eq!((short.train.epochs, short.train.warmup_epochs), (2, 2));
+    let long = recipe.with_epochs(40).unwrap();
+    assert_eq!((long.train.epochs, long.train.warmup_epochs), (40, 5));
+    // A k beyond the neighbour cache's depth deepens it; one within leaves the hash's inputs alone.
+    let deep = recipe.with_k(80).unwrap();
+    assert_eq!((deep.retrieval.k, deep.retrieval.k_max), (80, 80));
+    assert_eq!(recipe.with_k(10).unwrap(), recipe.with("retrieval.k", "10").unwrap(), "the same experiment as the dotted key");
+    let msg = recipe.with_k(0).unwrap_err().to_string();
+    assert!(msg.contains("experiment `x`") && msg.contains("retrieval"), "{msg}");
+    // Each typed edit is the dotted key's value, so record hashes agree with experiment files.
+    let typed = recipe.with_mode(Mode::Retrieval).unwrap().with_loss(LossKind::Balce).unwrap().with_tau(0.5).unwrap();
+    let dotted = recipe.with("model.mode", "\"retrieval\"").unwrap().with("loss.kind", "\"balce\"").unwrap().with("loss.tau", "0.5").unwrap();
+    assert_eq!(typed.config_hash(), dotted.config_hash());
+    for kind in TextEncoderKind::PACKAGED {
+        let e = recipe.with_text_encoder(&kind).unwrap();
+        assert_eq!(e.retrieval.text_encoder.parse::<TextEncoderKind>().unwrap(), kind);
+    }
+    let msg = "minilmm".parse::<TextEncoderKind>().unwrap_err().to_string();
+    assert!(msg.contains("minilmm") && msg.contains("bow-random"), "{msg}");
+    assert_eq!(recipe.with_name("y").unwrap().name, "y");
+    assert!(recipe.with_name("a/b").unwrap_err().to_string().contains("name"));
+    // "" is the embedded default data set; a path is taken as given (read when prepared).
+    let default = recipe.with_manifest("").unwrap();
+    assert_eq!(std::fs::read_to_string(&default.data.manifest).unwrap(), rac_core::data::DEFAULT_MANIFEST);
+    assert_eq!(recipe.with_manifest("mine.toml").unwrap().data.manifest, Path::new("mine.toml"));
+}
+
+#[test]
+fn a_typed_sweep_runs_its_grid_and_finds_runs_by_method() {
+    use rac_core::experiment::{Sweep, by_method, sweep};
+    use rac_core::model::Mode;
+    let _one_at_a_time = SHARED_INDEX.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let manifest = tiny_fashion_set(data.path(), 12, 4);
+    let runs = tempfile::tempdir().unwrap();
+    let env = RunEnv { runs_dir: runs.path().to_path_buf(), cache: cache(), ..RunEnv::from_env() };
+    let base = small_experiment(&manifest, "typed").with_epochs(2).unwrap();
+    // k = 12 is beyond the recipe's k_max of 8: the typed axis deepens the cache for it.
+    let (records, table) = sweep(&base, &[Sweep::modes(&[Mode::Base, Mode::Retrieval]), Sweep::ks(&[3, 12])], &env).unwrap();
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[3].meta.experiment.retrieval.k_max, 12);
+    let modes: Vec<&str> = table.column("model.mode").unwrap().str().unwrap().iter().map(|v| v.unwrap()).collect();
+    assert_eq!(modes, ["base", "base", "retrieval", "retrieval"], "values read as written, unquoted");
+    let ks: Vec<&str> = table.column("retrieval.k").unwrap().str().unwrap().iter().map(|v| v.unwrap()).collect();
+    assert_eq!(ks, ["3", "12", "3", "12"]);
+    let one = [records[0].clone(), records[2].clone()];
+    assert_eq!(by_method(&one, "retrieval").unwrap().meta.experiment.model.mode, Mode::Retrieval);
+    let msg = by_method(&one, "RAC").unwrap_err().to_string();
+    assert!(msg.contains("`RAC`") && msg.contains("LACE") && msg.contains("retrieval"), "{msg}");
+    assert!(by_method(&records, "retrieval").unwrap_err().to_string().contains("more than one"));
+}
+
+#[test]
+fn provenance_names_the_code_data_and_weights_by_their_sha256() {
+    use rac_core::experiment::Provenance;
+    let cache = cache();
+    let exp = rac_core::experiment::demo::demo_recipe(&cache).unwrap();
+    let p = Provenance::of(&exp, &cache).unwrap();
+    let value = |item: &str| p.rows.iter().find(|(k, _)| k == item).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no `{item}` in {:?}", p.rows));
+    let spec = |name: &str| rac_core::assets::spec(name).unwrap();
+    // The weights are the packaged ones, checked against the registry's recorded sha256.
+    assert_eq!(value("E weights: model.safetensors"), spec("efficientnet-lite0").convert.unwrap().sha256);
+    let minilm = spec("minilm").files.into_iter().find(|f| f.to == "model.safetensors").unwrap();
+    assert_eq!(value("T weights: model.safetensors"), minilm.sha256);
+    let images = spec("fashion-mnist").files.into_iter().find(|f| f.to == "train-images-idx3-ubyte.gz").unwrap();
+    assert_eq!(value("data: train-images-idx3-ubyte.gz"), images.sha256);
+    assert_eq!(value("manifest sha256"), rac_core::fsio::sha256_file(&exp.data.manifest).unwrap());
+    assert!(value("data manifest").starts_with("fashion-mnist-lt"));
+    assert_eq!(value("rac-core"), env!("CARGO_PKG_VERSION"));
+    assert!(value("rustc").starts_with("rustc "), "{:?}", value("rustc"));
+    let rev = value("git revision");
+    assert!(rev.len() >= 12 && rev[..12].chars().all(|c| c.is_ascii_hexdigit()), "{rev}");
+    assert!(value("date (UTC)").ends_with('Z'));
+    assert_eq!(p.table().unwrap().shape(), (p.rows.len(), 2));
+    // A bag-of-words T has no weight file: the row says so.
+    let bow = exp.with_text_encoder(&rac_core::experiment::TextEncoderKind::BowRandom).unwrap();
+    assert!(Provenance::of(&bow, &cache).unwrap().rows.iter().any(|(k, v)| k == "T weights" && v.contains("random")));
 }

@@ -273,7 +273,10 @@ fn a_fine_tuning_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result()
     let whole = run_finetune_with(&exp, &mut prep, &env(whole_runs.path()), &TrainableVit::load(&cfg, &Device::Cpu).unwrap()).unwrap();
 
     // Killed after epoch 1 of 3 (the hook fails the run right after that epoch's checkpoint).
-    let stopping = RunEnv { hooks: rac_core::train::TrainHooks { stop_after_epoch: Some(1), progress: false }, ..env(cut_runs.path()) };
+    let stopping = RunEnv {
+        hooks: rac_core::train::TrainHooks { stop_after_epoch: Some(1), progress: rac_core::progress::Progress::Hidden },
+        ..env(cut_runs.path())
+    };
     let err = run_finetune_with(&exp, &mut prep, &stopping, &TrainableVit::load(&cfg, &Device::Cpu).unwrap()).unwrap_err();
     assert!(err.to_string().contains("stopped after epoch 1"), "{err}");
     let checkpoint = rac_core::train::trainer::checkpoint_path(&env(cut_runs.path()).checkpoint_dir(&exp));

@@ -763,3 +763,17 @@ fn bench_on_feature_store_features_prints_one_json_array() {
     let out = rac_in(data.path(), &[&args[..], &quick[..]].concat());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cache hit"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn an_index_open_in_this_process_is_not_opened_twice_and_reopens_once_dropped() {
+    let dim = 8;
+    let set = small_set(50, 1, dim, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let index = RetrievalIndex::build(dir.path(), &config(Backend::Usearch, Metric::Cosine), &[source("a", &set.base, dim, 0)]).unwrap();
+    // LMDB forbids two environments of one folder in a process (a second open would reset
+    // the lock file's reader table under the first); the error says what to do instead.
+    let msg = RetrievalIndex::open(dir.path()).err().expect("a second open is refused").to_string();
+    assert!(msg.contains("already open in this process") && msg.contains(&dir.path().display().to_string()), "{msg}");
+    drop(index);
+    assert_eq!(RetrievalIndex::open(dir.path()).unwrap().len(), 50, "closed, it opens again");
+}

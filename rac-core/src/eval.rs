@@ -178,6 +178,58 @@ pub fn evaluate(branch: Branch, logits: &Tensor, labels: &[usize], train_counts:
     })
 }
 
+/// One cell of a table as text, the same in a terminal, a notebook's HTML table and the
+/// README: floats with 2 decimals (accuracies are in percent), 4 below 1, tiny or huge ones
+/// in scientific notation; nulls empty.
+pub fn format_value(v: &AnyValue) -> String {
+    let float = |x: f64| {
+        let a = x.abs();
+        if x.is_nan() {
+            "NaN".to_string()
+        } else if a != 0.0 && !(1e-3..1e7).contains(&a) {
+            format!("{x:.3e}")
+        } else if a < 1.0 && a != 0.0 {
+            format!("{x:.4}")
+        } else {
+            format!("{x:.2}")
+        }
+    };
+    match v {
+        AnyValue::Null => String::new(),
+        AnyValue::Float64(x) => float(*x),
+        AnyValue::Float32(x) => float(*x as f64),
+        AnyValue::String(s) => s.to_string(),
+        AnyValue::StringOwned(s) => s.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A table as aligned plain text, every value through [`format_value`]: numbers
+/// right-aligned, text left-aligned, the shape below. What the CLI prints.
+pub fn text_table(df: &DataFrame) -> String {
+    let cols = df.columns();
+    let rows: Vec<Vec<String>> =
+        (0..df.height()).map(|r| cols.iter().map(|c| c.get(r).map(|v| format_value(&v)).unwrap_or_default()).collect()).collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| rows.iter().map(|row| row[i].chars().count()).chain([c.name().chars().count()]).max().unwrap_or(0))
+        .collect();
+    let pad = |text: &str, width: usize, right: bool| {
+        let fill = " ".repeat(width.saturating_sub(text.chars().count()));
+        if right { format!("{fill}{text}") } else { format!("{text}{fill}") }
+    };
+    let numeric: Vec<bool> = cols.iter().map(|c| c.dtype().is_primitive_numeric()).collect();
+    let line = |row: Vec<String>| row.join("  ").trim_end().to_string();
+    let mut out = vec![line(cols.iter().enumerate().map(|(i, c)| pad(c.name(), widths[i], numeric[i])).collect())];
+    out.push(line(widths.iter().map(|&w| "-".repeat(w)).collect()));
+    for row in &rows {
+        out.push(line(row.iter().enumerate().map(|(i, v)| pad(v, widths[i], numeric[i])).collect()));
+    }
+    out.push(format!("({} rows × {} columns)", df.height(), cols.len()));
+    out.join("\n")
+}
+
 /// Stack tables with the same columns into one, in order (sweeps, run lists, demo tables);
 /// `empty` is the error's message when there is none.
 pub fn vstack_all(frames: impl IntoIterator<Item = DataFrame>, empty: &str) -> Result<DataFrame> {

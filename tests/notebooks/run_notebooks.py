@@ -2,13 +2,24 @@
 """Execute the notebooks headless on the evcxr Rust kernel, in a real Jupyter kernel
 (nbclient), and check what each cell produced.
 
-  run_notebooks.py [--ci] [--write] [NAME ...]
+  run_notebooks.py [--ci] [--write] [--verify] [--write-expected] [NAME ...]
+  run_notebooks.py --warm
 
---ci     inject the small parameter values of ci-params.json after each notebook's
-         `parameters` cell (papermill's convention: an `injected-parameters` cell), so the
-         run is short; the committed defaults stay the real ones.
---write  write the executed notebooks back into notebooks/ (what is committed); otherwise
-         they go to $RAC_HOME/notebook-runs/.
+--ci      inject the small parameter values of ci-params.json after each notebook's
+          `parameters` cell (papermill's convention: an `injected-parameters` cell), so the
+          run is short; the committed defaults stay the real ones.
+--write   write the executed notebooks back into notebooks/ (what is committed); otherwise
+          they go to $RAC_HOME/notebook-runs/.
+--verify  the reproducibility check, in the spirit of nbval: run with a fresh runs folder
+          (every run trains again; the feature and index caches stay, being keyed by what
+          they hold) and compare every table the notebook shows, cell by cell and value by
+          value as displayed, with the expected one: the committed notebook's outputs, or
+          with --ci the tables in expected-ci.json. Prints each difference; any difference
+          fails the notebook. The provenance table (revision, date) is not compared, nor
+          cells tagged `verify-skip`, nor the columns a cell's `verify-ignore-columns`
+          metadata lists (timings).
+--write-expected  with --ci: store this run's tables in expected-ci.json.
+--warm    compile the notebooks' first cell (the extension and all under it) and exit.
 
 A notebook passes when no cell errors (except cells tagged `raises-exception`), every cell
 tagged `table` produced text/html, every cell tagged `plot` produced the plotly bundle
@@ -16,6 +27,7 @@ tagged `table` produced text/html, every cell tagged `plot` produced the plotly 
 tagged `error-demo` shows the project's error message (`error-message` in its metadata).
 """
 import argparse
+import html.parser
 import json
 import re
 import os
@@ -69,6 +81,109 @@ def text_of(cell):
     return "".join(p if isinstance(p, str) else "".join(p) for p in parts)
 
 
+class Tables(html.parser.HTMLParser):
+    """The tables of an HTML output as rows of cell texts, leaving out the provenance table."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.row, self.cell, self.skip = [], None, None, 0
+
+    def handle_starttag(self, tag, attrs):
+        if self.skip or (tag == "div" and "rac-provenance" in (dict(attrs).get("class") or "")):
+            self.skip += tag == "div"
+            return
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.row = []
+        elif tag in ("td", "th") and self.row is not None:
+            self.cell = []
+        elif tag == "br" and self.cell is not None:
+            self.cell.append(" ")
+
+    def handle_endtag(self, tag):
+        if self.skip:
+            self.skip -= tag == "div"
+            return
+        if tag in ("td", "th") and self.cell is not None:
+            self.row.append("".join(self.cell).strip())
+            self.cell = None
+        elif tag == "tr" and self.row is not None:
+            self.tables[-1].append(self.row)
+            self.row = None
+
+    def handle_data(self, data):
+        if not self.skip and self.cell is not None:
+            self.cell.append(data)
+
+
+def cell_tables(cell):
+    """Every table a code cell shows, each a list of rows (the header row first)."""
+    out = []
+    for o in cell.get("outputs", []):
+        page = o.get("data", {}).get("text/html")
+        if page:
+            parser = Tables()
+            parser.feed(page if isinstance(page, str) else "".join(page))
+            out.extend(parser.tables)
+    return out
+
+
+def notebook_tables(nb):
+    """{code-cell ordinal: tables}, counting the notebook's own code cells (not injected ones)."""
+    out, ordinal = {}, 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "injected-parameters" in cell.metadata.get("tags", []):
+            continue
+        if "verify-skip" not in cell.metadata.get("tags", []):
+            tables = cell_tables(cell)
+            if tables:
+                out[str(ordinal)] = {"source": cell.source.splitlines()[0][:60] if cell.source else "",
+                                     "ignore": cell.metadata.get("verify-ignore-columns", []), "tables": tables}
+        ordinal += 1
+    return out
+
+
+def compare(expected, got):
+    """The differences between two notebook_tables results, as lines."""
+    diffs = []
+    for key, want in expected.items():
+        have = got.get(key)
+        where = f"cell {key} ({want['source']})"
+        if have is None:
+            diffs.append(f"{where}: expected {len(want['tables'])} table(s), got none")
+            continue
+        if len(have["tables"]) != len(want["tables"]):
+            diffs.append(f"{where}: expected {len(want['tables'])} table(s), got {len(have['tables'])}")
+        for t, (a, b) in enumerate(zip(want["tables"], have["tables"])):
+            header = a[0] if a else []
+            if len(a) != len(b):
+                diffs.append(f"{where} table {t}: expected {len(a) - 1} rows, got {len(b) - 1}")
+            for r, (ra, rb) in enumerate(zip(a, b)):
+                for c, (va, vb) in enumerate(zip(ra, rb)):
+                    name = header[c] if c < len(header) else str(c)
+                    if name.split(" ")[0] in want["ignore"] or va == vb:
+                        continue
+                    diffs.append(f"{where} table {t} row {r} `{name}`: expected {va}, got {vb}")
+                if len(ra) != len(rb):
+                    diffs.append(f"{where} table {t} row {r}: expected {len(ra)} columns, got {len(rb)}")
+    for key in got:
+        if key not in expected:
+            diffs.append(f"cell {key} ({got[key]['source']}): a table that the expected outputs do not have")
+    return diffs
+
+
+def collapse_carriage_returns(nb):
+    """Keep what a terminal shows of each stream line (the text after its last carriage
+    return): a progress bar redrawn in place is saved as its last state, as Jupyter shows it."""
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream":
+                text = o.get("text", "")
+                text = text if isinstance(text, str) else "".join(text)
+                o["text"] = "\n".join(line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n"))
+
+
 def check(nb):
     problems = []
     counts = {"table": 0, "plot": 0, "error-demo": 0}
@@ -81,6 +196,11 @@ def check(nb):
         where = f"cell {i} ({cell.source.splitlines()[0][:60] if cell.source else ''})"
         if errors and "raises-exception" not in tags:
             problems.append(f"{where}: error {errors[0].get('ename')}: {errors[0].get('evalue')}")
+        # Progress and errors print on stdout in the cell they belong to (see rac-kernel-ext's
+        # notebook module); text on stderr would be a pink box under the cell, or a late one.
+        stderr = [o for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        if stderr:
+            problems.append(f"{where}: printed on stderr: {''.join(stderr[0].get('text', ''))[:200]!r}")
         if "table" in tags:
             counts["table"] += 1
             if "text/html" not in data:
@@ -101,38 +221,60 @@ def check(nb):
     return problems, counts
 
 
+def warm():
+    """Compile what every notebook's first cell loads, into the build slot the first
+    notebook will use and evcxr's cache: the set-up's last step, so that a newcomer's first
+    notebook starts in seconds rather than after a half-hour compile."""
+    nb = nbformat.read(NOTEBOOKS / "01-quickstart.ipynb", as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    warm_nb = nbformat.v4.new_notebook()
+    warm_nb.cells = [nbformat.v4.new_code_cell(first.source)]
+    start = time.time()
+    client = NotebookClient(warm_nb, kernel_name="rust", timeout=7200, resources={"metadata": {"path": str(NOTEBOOKS)}})
+    try:
+        client.execute()
+    except Exception as e:  # a compile error, a dead kernel
+        print(f"warm-up failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"notebook kernel warm: `{first.source.splitlines()[0]}` compiled in {time.time() - start:.0f} s", flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ci", action="store_true")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--write-expected", action="store_true")
+    ap.add_argument("--warm", action="store_true")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("names", nargs="*")
     args = ap.parse_args()
     params = json.loads((HERE / "ci-params.json").read_text()) if args.ci else {}
-    # The notebooks run one after another, so their kernels can share one evcxr build
-    # folder: the extension and rac-core (path crates, which `:cache` does not keep) are
-    # then compiled once, not once per notebook. Two kernels at once must not share it.
-    # It lives in the system's temporary folder: evcxr loads each compiled cell with dlopen,
-    # which fails from a folder on a filesystem mounted without exec rights.
-    # Cargo reads evcxr-cargo.toml as the config of a parent folder of evcxr's crate: it
-    # builds polars' table code at opt-level 1, as the workspace does.
+    # The notebooks run one after another in one build slot of the kernel launcher
+    # (scripts/evcxr-kernel.sh), so the extension and rac-core (path crates, which evcxr's
+    # `:cache` does not keep) are compiled once, not once per notebook.
+    os.environ.setdefault("RAC_EVCXR_SLOT", "0")
     home = Path(os.environ.get("RAC_HOME", Path.home() / ".cache/rac"))
-    base = Path(tempfile.gettempdir()) / f"rac-evcxr-{os.getuid()}"
-    os.environ.setdefault("EVCXR_TMPDIR", str(base / "build"))
-    Path(os.environ["EVCXR_TMPDIR"]).mkdir(parents=True, exist_ok=True)
-    config = Path(os.environ["EVCXR_TMPDIR"]).parent / ".cargo" / "config.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text((HERE / "evcxr-cargo.toml").read_text())
+    if args.warm:
+        sys.exit(warm())
     names = args.names or sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     out_dir = NOTEBOOKS if args.write else home / "notebook-runs"
     out_dir.mkdir(parents=True, exist_ok=True)
+    expected_ci_path = HERE / "expected-ci.json"
+    expected_ci = json.loads(expected_ci_path.read_text()) if expected_ci_path.exists() else {}
+    fresh_runs = Path(tempfile.mkdtemp(prefix="rac-verify-runs-")) if args.verify else None
     failed, summary = [], []
     total_start = time.time()
     for name in names:
         path = NOTEBOOKS / f"{name.removesuffix('.ipynb')}.ipynb"
         nb = nbformat.read(path, as_version=4)
-        if args.ci and path.stem in params:
-            inject(nb, params[path.stem])
+        expected = expected_ci.get(path.stem) if args.ci else notebook_tables(nb)
+        run_params = dict(params.get(path.stem, {})) if args.ci else {}
+        if fresh_runs is not None:
+            run_params["runs_dir"] = json.dumps(str(fresh_runs / path.stem))
+        if run_params:
+            inject(nb, run_params)
         start = time.time()
         client = NotebookClient(nb, kernel_name="rust", timeout=args.timeout, resources={"metadata": {"path": str(NOTEBOOKS)}})
         error = None
@@ -143,17 +285,30 @@ def main():
         except Exception as e:  # a dead kernel, a timeout
             error = f"{type(e).__name__}: {e}"
         secs = time.time() - start
+        collapse_carriage_returns(nb)
         problems, counts = check(nb)
         if error:
             problems.insert(0, f"execution stopped: {error}")
+        if args.verify and not error:
+            if expected is None:
+                problems.append("no expected tables (run once with --ci --write-expected)")
+            else:
+                diffs = compare(expected, notebook_tables(nb))
+                counts["verified"] = sum(len(v["tables"]) for v in expected.values())
+                problems.extend(f"differs: {d}" for d in diffs)
+        if args.write_expected and not error:
+            expected_ci[path.stem] = notebook_tables(nb)
         nbformat.write(nb, out_dir / path.name)
         status = "ok" if not problems else "FAILED"
-        print(f"{path.name}: {status} in {secs:.0f} s ({counts['table']} tables, {counts['plot']} plots)", flush=True)
+        verified = f", {counts['verified']} tables verified" if "verified" in counts else ""
+        print(f"{path.name}: {status} in {secs:.0f} s ({counts['table']} tables, {counts['plot']} plots{verified})", flush=True)
         for p in problems:
             print(f"  - {p}", flush=True)
         summary.append({"notebook": path.name, "ok": not problems, "seconds": round(secs, 1), **counts})
         if problems:
             failed.append(path.name)
+    if args.write_expected:
+        expected_ci_path.write_text(json.dumps(expected_ci, indent=1, ensure_ascii=False) + "\n")
     total = time.time() - total_start
     print(f"notebooks: {len(names) - len(failed)}/{len(names)} passed in {total:.0f} s; executed copies in {out_dir}")
     (out_dir / "summary.json").write_text(json.dumps({"seconds": round(total, 1), "notebooks": summary}, indent=1))

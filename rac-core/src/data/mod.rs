@@ -5,6 +5,7 @@
 
 pub mod augment;
 pub mod dataset;
+pub mod embedded;
 pub mod idx;
 pub mod loader;
 pub mod longtail;
@@ -15,6 +16,7 @@ pub mod thinning;
 
 pub use augment::{Augment, AugmentConfig};
 pub use dataset::{Dataset, Split, SplitKind};
+pub use embedded::{DEFAULT_MANIFEST, default_manifest_path, embedded_default};
 pub use loader::{EpochLoader, ImageBatch, LoaderConfig, Transform};
 pub use longtail::{LongTailStats, ShotBucket, class_counts};
 pub use manifest::{DataManifest, DataOverrides};

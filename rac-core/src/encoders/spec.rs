@@ -75,6 +75,15 @@ impl ImageEncoderSpec {
         }
     }
 
+    /// The weight file the encoder loads (for provenance: its sha256 names the model).
+    pub fn weights(&self, cache: &AssetCache) -> Result<PathBuf> {
+        Ok(match self {
+            Self::EfficientnetLite0 { weights: Some(p), .. } => p.clone(),
+            Self::EfficientnetLite0 { weights: None, .. } => cache.require("efficientnet-lite0")?.join("model.safetensors"),
+            Self::Vit { dir, .. } | Self::ClipVision { dir } => dir.join("model.safetensors"),
+        })
+    }
+
     /// Load the encoder onto `device`.
     pub fn load(&self, cache: &AssetCache, device: &Device) -> Result<Box<dyn ImageEncoder>> {
         Ok(match self {
@@ -190,6 +199,17 @@ impl TextEncoderSpec {
             "bow-random" => Self::BowRandom { dim: default_bow_dim(), seed, max_tokens },
             "bow-learned" => Self::BowLearned { dim: default_bow_dim(), seed, glove: dir, max_tokens },
             _ => return Err(Error::UnknownSpec { what: "text encoder", spec: s.to_string(), known: TEXT_ENCODERS }),
+        })
+    }
+
+    /// The weight file the encoder loads, if it has one (a bag-of-words is seeded, or read
+    /// from a GloVe file).
+    pub fn weights(&self, cache: &AssetCache) -> Result<Option<PathBuf>> {
+        Ok(match self {
+            Self::Minilm { dir: Some(d), .. } | Self::ClipText { dir: d, .. } => Some(d.join("model.safetensors")),
+            Self::Minilm { dir: None, .. } => Some(cache.require("minilm")?.join("model.safetensors")),
+            Self::BowLearned { glove, .. } => glove.clone(),
+            Self::BowRandom { .. } => None,
         })
     }
 

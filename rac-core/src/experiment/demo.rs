@@ -1,46 +1,29 @@
 //! The demo: the embedded default data set and recipe, its five runs, and the paper's
 //! Table-3 view of their records. `rac demo` and the quickstart notebook share it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use polars::prelude::*;
 
 use super::config::Experiment;
 use super::record::RunRecord;
 use crate::assets::AssetCache;
-use crate::data::{DataManifest, DataOverrides, Dataset};
+use crate::data::default_manifest_path;
 use crate::error::Result;
 use crate::eval::{local_frame, rows_with, select_as};
-use crate::fsio;
-
-/// The default data set's manifest (Fashion-MNIST-LT), embedded so the demo runs anywhere.
-pub const DEFAULT_MANIFEST: &str = include_str!("../../../data-manifests/fashion-mnist-lt.toml");
+use crate::model::{LossKind, Mode};
 
 /// The demo's shared recipe (`experiments/demo.toml`), embedded.
 pub const DEMO_RECIPE: &str = include_str!("../../../experiments/demo.toml");
 
 /// The five runs of the demo: (method, mode, loss).
-pub const DEMO_RUNS: [(&str, &str, &str); 5] =
-    [("CE", "base", "ce"), ("BalCE", "base", "balce"), ("LACE", "base", "lace"), ("retrieval", "retrieval", "lace"), ("RAC", "rac", "lace")];
-
-/// Load the embedded Fashion-MNIST-LT.
-pub fn embedded_default(cache: &AssetCache) -> Result<Dataset> {
-    let path = PathBuf::from("<embedded>/data-manifests/fashion-mnist-lt.toml");
-    let manifest = DataManifest::parse(&path, DEFAULT_MANIFEST)?;
-    Dataset::from_manifest(manifest, &path, &DataOverrides::default(), cache)
-}
-
-/// The path of the default manifest: the repository's copy when the working folder is the
-/// repository, else the embedded copy written under `$RAC_HOME/manifests`.
-pub fn default_manifest_path(cache: &AssetCache) -> Result<PathBuf> {
-    let here = PathBuf::from("data-manifests/fashion-mnist-lt.toml");
-    if here.is_file() {
-        return Ok(here);
-    }
-    let path = cache.home().join("manifests").join("fashion-mnist-lt.toml");
-    fsio::write_atomic(&path, DEFAULT_MANIFEST.as_bytes())?;
-    Ok(path)
-}
+pub const DEMO_RUNS: [(&str, Mode, LossKind); 5] = [
+    ("CE", Mode::Base, LossKind::Ce),
+    ("BalCE", Mode::Base, LossKind::Balce),
+    ("LACE", Mode::Base, LossKind::Lace),
+    ("retrieval", Mode::Retrieval, LossKind::Lace),
+    ("RAC", Mode::Rac, LossKind::Lace),
+];
 
 /// The demo's base recipe; its manifest is the repository's, or the embedded copy.
 pub fn demo_recipe(cache: &AssetCache) -> Result<Experiment> {
@@ -56,9 +39,7 @@ pub fn demo_recipe(cache: &AssetCache) -> Result<Experiment> {
 pub fn method_experiments(base: &Experiment, prefix: &str) -> Result<Vec<Experiment>> {
     let mut out = Vec::new();
     for (method, mode, loss) in DEMO_RUNS {
-        let mut e = base.with("model.mode", &format!("\"{mode}\""))?.with("loss.kind", &format!("\"{loss}\""))?;
-        e.name = format!("{prefix}-{}", method.to_lowercase());
-        out.push(e);
+        out.push(base.with_mode(mode)?.with_loss(loss)?.with_name(&format!("{prefix}-{}", method.to_lowercase()))?);
     }
     Ok(out)
 }

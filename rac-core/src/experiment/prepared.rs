@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::features::{BarProgress, EncodeOptions, FeatureStore, Features};
 use crate::fsio;
 use crate::index::{CacheQuery, ItemId, Neighbours, QuerySet, RetrievalIndex, Source};
+use crate::progress::Progress;
 use crate::train::TrainHooks;
 
 /// Where a run reads its caches and writes its record.
@@ -29,8 +30,8 @@ pub struct RunEnv {
     pub overrides: DataOverrides,
     /// Re-run even when a complete record exists.
     pub force: bool,
-    /// Show progress bars.
-    pub progress: bool,
+    /// How progress bars are drawn.
+    pub progress: Progress,
     /// Training hooks (tests use them to stop a run mid-way).
     pub hooks: TrainHooks,
 }
@@ -43,7 +44,7 @@ impl RunEnv {
             runs_dir: PathBuf::from("runs"),
             overrides: DataOverrides::from_env(),
             force: false,
-            progress: false,
+            progress: Progress::Hidden,
             hooks: TrainHooks::default(),
         }
     }

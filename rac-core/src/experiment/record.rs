@@ -227,6 +227,21 @@ impl RunRecord {
     }
 }
 
+/// The record among `records` whose method (`CE`, `BalCE`, `LACE`, `LDAM`, `retrieval`,
+/// `RAC`, as in tables) is `method`; an error lists the methods there are when none is, or
+/// names the runs when several are.
+pub fn by_method<'a>(records: &'a [RunRecord], method: &str) -> Result<&'a RunRecord> {
+    let mut found = records.iter().filter(|r| r.meta.method == method);
+    match (found.next(), found.next()) {
+        (Some(r), None) => Ok(r),
+        (None, _) => {
+            let methods: Vec<&str> = records.iter().map(|r| r.meta.method.as_str()).collect();
+            Err(Error::InvalidInput(format!("no run of method `{method}` among {} runs (methods: {})", records.len(), methods.join(", "))))
+        }
+        (Some(a), Some(b)) => Err(Error::InvalidInput(format!("more than one run of method `{method}` ({}, {}, …)", a.meta.name, b.meta.name))),
+    }
+}
+
 /// Every complete record under `runs_dir`, sorted by folder name.
 pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunRecord>> {
     let Ok(entries) = std::fs::read_dir(runs_dir) else { return Ok(Vec::new()) };

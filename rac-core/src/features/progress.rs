@@ -1,24 +1,25 @@
 //! A terminal progress bar for encodings: items done (images, or a text encoder's token
 //! sequences), items/s, elapsed time and ETA. The CLI and the experiment runner show the
-//! same bar; off a terminal (a notebook) it is a throttled line (see [`crate::progress`]).
+//! same bar; a notebook draws it as one line on stdout (see [`crate::progress`]).
 
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use super::store::EncodeProgress;
+use crate::progress::Progress;
 
 /// An [`EncodeProgress`] that draws an indicatif bar on stderr (or nothing when hidden).
 #[derive(Debug)]
 pub struct BarProgress {
     bar: Option<ProgressBar>,
-    hidden: bool,
+    mode: Progress,
     unit: &'static str,
     what: String,
 }
 
 impl BarProgress {
-    /// A bar over images that is drawn when `visible`.
-    pub fn new(visible: bool) -> Self {
-        BarProgress { bar: None, hidden: !visible, unit: "images", what: String::new() }
+    /// A bar over images, drawn as `mode` says.
+    pub fn new(mode: Progress) -> Self {
+        BarProgress { bar: None, mode, unit: "images", what: String::new() }
     }
 
     /// The same bar counting other items (`sequences`).
@@ -29,11 +30,8 @@ impl BarProgress {
 
 impl EncodeProgress for BarProgress {
     fn start(&mut self, total: usize, what: &str) {
-        if self.hidden {
-            return;
-        }
         let unit = self.unit;
-        let bar = crate::progress::bar(
+        let Some(bar) = crate::progress::bar(
             total as u64,
             ProgressStyle::with_template(&format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{rate}}, {{elapsed}} elapsed, ETA {{eta}}"))
                 .expect("valid template")
@@ -41,7 +39,10 @@ impl EncodeProgress for BarProgress {
                     let _ = write!(w, "{:.1} {unit}/s", s.per_sec());
                 })
                 .progress_chars("=> "),
-        );
+            self.mode,
+        ) else {
+            return;
+        };
         bar.set_message(what.to_string());
         self.what = what.to_string();
         self.bar = Some(bar);
@@ -53,7 +54,7 @@ impl EncodeProgress for BarProgress {
     }
     fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
-            crate::progress::finish(&b, &self.what, self.unit);
+            crate::progress::finish(&b, &self.what, self.unit, self.mode);
         }
     }
     fn warn(&mut self, message: &str) {

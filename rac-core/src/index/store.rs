@@ -326,12 +326,39 @@ pub(crate) fn data_file(dir: &Path) -> PathBuf {
 pub(crate) struct Store {
     pub path: PathBuf,
     pub env: Env<WithoutTls>,
+    /// The environment's last reference, dropped after `env` (fields drop in order) through
+    /// the vtable made where it was opened. evcxr links a copy of every dependency into each
+    /// notebook cell, heed's registry of open environments included; a handle opened in one
+    /// cell and dropped in a later one then closes in the registry of the copy that opened
+    /// it, not in one that never heard of it.
+    _closer: Closer,
     pub dbs: Dbs,
     pub meta: Meta,
     map_size: usize,
     pub failpoint: Option<Failpoint>,
     /// Opened read-only (its folder cannot be written): reads work, changes are refused.
     pub read_only: bool,
+}
+
+/// A type-erased clone of an environment, whose drop runs the opening copy's code.
+type Closer = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+fn closer(env: &Env<WithoutTls>) -> Closer {
+    std::sync::Arc::new(env.clone())
+}
+
+/// Whether this process already has the LMDB environment in `path` open: its lock file is
+/// among the process's open files. heed refuses a second open, but only within one copy of
+/// heed; two copies (two notebook cells) would map it twice, and the second open would reset
+/// the lock file's reader table under the first. Linux only; elsewhere heed's check stands.
+fn open_in_this_process(path: &Path) -> bool {
+    let Ok(lock) = std::fs::canonicalize(path).map(|p| p.join("lock.mdb")) else {
+        return false;
+    };
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == lock))
 }
 
 /// Check the tree of the snapshot `env`'s next read transaction sees, before anything of
@@ -353,6 +380,9 @@ enum Access {
 }
 
 fn try_open_env(path: &Path, map_size: usize, access: Access) -> heed::Result<Env<WithoutTls>> {
+    if access != Access::OnlyReadNoLock && open_in_this_process(path) {
+        return Err(heed::Error::EnvAlreadyOpened);
+    }
     let mut opts = EnvOpenOptions::new().read_txn_without_tls();
     opts.map_size(map_size).max_dbs(12);
     // SAFETY: READ_ONLY is safe; NO_LOCK only where this process cannot write the folder
@@ -377,7 +407,8 @@ fn open_error(path: &Path, e: heed::Error) -> Error {
         heed::Error::EnvAlreadyOpened => Error::IndexStore {
             path: path.to_path_buf(),
             op: "opening".into(),
-            message: "this index is already open in this process; drop the other handle first".into(),
+            message: "this index is already open in this process (in a notebook: by a value of an earlier cell); use that handle, or drop it first"
+                .into(),
         },
         heed::Error::Mdb(heed::MdbError::Invalid) | heed::Error::Mdb(heed::MdbError::VersionMismatch) => {
             Error::NotAnIndex { path: path.to_path_buf(), reason: format!("data.mdb is not an LMDB environment ({e})") }
@@ -563,7 +594,7 @@ impl Store {
         let dbs = if read_only { open_dbs(&env, path, &meta.config)? } else { create_dbs(&env, path, &meta.config)? };
         // LMDB keeps the larger of the asked size and the one stored by an earlier growth.
         let map_size = env.info().map_size.max(map_size);
-        let mut store = Store { path: path.to_path_buf(), env, dbs, map_size, meta, failpoint: None, read_only };
+        let mut store = Store { path: path.to_path_buf(), _closer: closer(&env), env, dbs, map_size, meta, failpoint: None, read_only };
         if !read_only && store.meta.config.map_size > store.map_size {
             store.resize(store.meta.config.map_size)?;
         }
@@ -597,7 +628,7 @@ impl Store {
         }
         let dbs = create_dbs(&env, path, config)?;
         let meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: fingerprint(config, &[]), graph: None };
-        Ok(Store { path: path.to_path_buf(), env, dbs, map_size: config.map_size, meta, failpoint: None, read_only: false })
+        Ok(Store { path: path.to_path_buf(), _closer: closer(&env), env, dbs, map_size: config.map_size, meta, failpoint: None, read_only: false })
     }
 
     fn resize(&mut self, new_size: usize) -> Result<()> {

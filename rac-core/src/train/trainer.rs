@@ -18,6 +18,7 @@ use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::fsio;
 use crate::model::{Batch, LongTailLoss, Outputs, RacModel, RetrievalBatch};
+use crate::progress::Progress;
 
 /// The training section of an experiment (schedule, epochs, batches, seed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,8 +197,8 @@ pub struct EpochLog {
 pub struct TrainHooks {
     /// Stop with an error right after this epoch's checkpoint, as a killed run would.
     pub stop_after_epoch: Option<usize>,
-    /// Show a progress bar.
-    pub progress: bool,
+    /// How the training bar is drawn.
+    pub progress: Progress,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -358,7 +359,7 @@ pub fn train_with(job: &TrainJob, source: &mut dyn BatchSource, mut eval: Option
         }
     }
     if let Some(b) = bar {
-        crate::progress::finish(&b, job.label, "batches");
+        crate::progress::finish(&b, job.label, "batches", job.hooks.progress);
     }
     Ok(log)
 }
@@ -391,17 +392,15 @@ fn optimise(loss: &Tensor, vars: &[Var], optim: &mut AdamW, schedule: &CosineWar
     Ok((lr, loss.to_dtype(DType::F64)?.to_scalar::<f64>()?))
 }
 
-/// The training bar (batches, rate, time left), when `show`.
-fn progress_bar(show: bool, total: usize) -> Option<indicatif::ProgressBar> {
-    if !show {
-        return None;
-    }
-    Some(crate::progress::bar(
+/// The training bar (batches, rate, time left), drawn as `mode` says.
+fn progress_bar(mode: Progress, total: usize) -> Option<indicatif::ProgressBar> {
+    crate::progress::bar(
         total as u64,
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} batches, {per_sec}, {eta} left")
             .expect("a valid template")
             .progress_chars("=> "),
-    ))
+        mode,
+    )
 }
 
 /// Run the model over every item in batches; outputs are concatenated in item order.

@@ -131,7 +131,8 @@ pub fn features(
     batch_size: usize,
 ) -> Result<(Features, SplitReport)> {
     let start = Instant::now();
-    let (f, outcome) = store.get_or_encode(ds, split, encoder, &EncodeOptions { batch_size }, &mut BarProgress::new(true))?;
+    let (f, outcome) =
+        store.get_or_encode(ds, split, encoder, &EncodeOptions { batch_size }, &mut BarProgress::new(rac_core::progress::Progress::Shown))?;
     let seconds = start.elapsed().as_secs_f64();
     let (outcome, ips) = match outcome {
         CacheOutcome::Hit => ("cache hit", None),

@@ -421,7 +421,7 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
             let neighbours = idx.neighbour_cache().neighbours(&set, CacheQuery::new(k, k_max, false)?)?;
             let df = retrieval_only_table(&neighbours, &test_f.labels, &counts, k, cfg.metric)?;
             println!("retrieval-only top-1 accuracy (mean of per-class accuracy, %), {} backend, k = {k}", cfg.backend);
-            println!("{df}");
+            println!("{}", rac_core::eval::text_table(&df));
         }
     }
     Ok(())
@@ -453,7 +453,7 @@ fn bench_vectors(args: &BenchArgs, cache: &AssetCache) -> Result<BenchVectors> {
     }
     let ds = match &args.manifest {
         Some(m) => Dataset::load(m, &args.paths.overrides(), cache)?,
-        None => rac_core::experiment::demo::embedded_default(cache)?,
+        None => rac_core::data::embedded_default(cache)?,
     };
     let encoder = encode_cmd::load_encoder(&args.encoder, None, cache)?;
     let store = encode_cmd::feature_store(args.store.as_deref(), cache);

@@ -116,7 +116,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => {
             rac_core::assets::fetch(&cache, &[], &mut |line| eprintln!("{line}"))?;
             if !args.json {
-                data_cmd::print_stats(&rac_core::experiment::demo::embedded_default(&cache)?, false)?;
+                data_cmd::print_stats(&rac_core::data::embedded_default(&cache)?, false)?;
                 println!();
             }
             run_cmd::demo(&args)

@@ -28,7 +28,13 @@ pub struct RunArgs {
 impl RunArgs {
     /// The run environment these flags describe.
     pub fn env(&self) -> RunEnv {
-        RunEnv { runs_dir: self.runs_dir.clone(), overrides: self.paths.overrides(), force: self.force, progress: !self.json, ..RunEnv::from_env() }
+        RunEnv {
+            runs_dir: self.runs_dir.clone(),
+            overrides: self.paths.overrides(),
+            force: self.force,
+            progress: rac_core::progress::Progress::shown_if(!self.json),
+            ..RunEnv::from_env()
+        }
     }
 }
 
@@ -66,7 +72,7 @@ pub fn print_table(df: &DataFrame, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&rows_as_json(df)?)?);
     } else {
-        println!("{df}");
+        println!("{}", rac_core::eval::text_table(df));
     }
     Ok(())
 }
@@ -112,9 +118,9 @@ pub fn demo(args: &RunArgs) -> Result<()> {
         return print_table(&rows, true);
     }
     let headline = demo::table3(&table)?;
-    println!("Fashion-MNIST-LT, balanced test accuracy (%), as the paper's Table 3:\n{headline}");
+    println!("Fashion-MNIST-LT, balanced test accuracy (%), as the paper's Table 3:\n{}", rac_core::eval::text_table(&headline));
     let rac = demo::rac_branches(&table)?;
-    println!("\nThe RAC model's branches:\n{rac}");
+    println!("\nThe RAC model's branches:\n{}", rac_core::eval::text_table(&rac));
     println!("\nrecords under {}; {:.1} s", env.runs_dir.display(), started.elapsed().as_secs_f64());
     Ok(())
 }
