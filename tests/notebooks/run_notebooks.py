@@ -264,7 +264,7 @@ def main():
     expected_ci_path = HERE / "expected-ci.json"
     expected_ci = json.loads(expected_ci_path.read_text()) if expected_ci_path.exists() else {}
     fresh_runs = Path(tempfile.mkdtemp(prefix="rac-verify-runs-")) if args.verify else None
-    failed, summary = [], []
+    failed, summary, executed = [], [], []
     total_start = time.time()
     for name in names:
         path = NOTEBOOKS / f"{name.removesuffix('.ipynb')}.ipynb"
@@ -298,7 +298,9 @@ def main():
                 problems.extend(f"differs: {d}" for d in diffs)
         if args.write_expected and not error:
             expected_ci[path.stem] = notebook_tables(nb)
-        nbformat.write(nb, out_dir / path.name)
+        # Written after the last one: a notebook written into the checkout would make the
+        # next one's provenance report a dirty tree.
+        executed.append((nb, out_dir / path.name))
         status = "ok" if not problems else "FAILED"
         verified = f", {counts['verified']} tables verified" if "verified" in counts else ""
         print(f"{path.name}: {status} in {secs:.0f} s ({counts['table']} tables, {counts['plot']} plots{verified})", flush=True)
@@ -307,6 +309,8 @@ def main():
         summary.append({"notebook": path.name, "ok": not problems, "seconds": round(secs, 1), **counts})
         if problems:
             failed.append(path.name)
+    for nb, target in executed:
+        nbformat.write(nb, target)
     if args.write_expected:
         expected_ci_path.write_text(json.dumps(expected_ci, indent=1, ensure_ascii=False) + "\n")
     total = time.time() - total_start
