@@ -39,8 +39,8 @@ pub fn bar(total: u64, style: ProgressStyle, mode: Progress) -> Option<ProgressB
     let target = match mode {
         Progress::Hidden => return None,
         Progress::Shown if std::io::stderr().is_terminal() => ProgressDrawTarget::stderr(),
-        Progress::Shown => ProgressDrawTarget::term_like_with_hz(Box::new(LineLog::default()), 1),
-        Progress::Inline => ProgressDrawTarget::term_like_with_hz(Box::new(InlineLine), 1),
+        Progress::Shown => ProgressDrawTarget::term_like_with_hz(Box::new(PlainTerm::log()), 1),
+        Progress::Inline => ProgressDrawTarget::term_like_with_hz(Box::new(PlainTerm::Inline), 1),
     };
     let bar = ProgressBar::with_draw_target(Some(total), target).with_style(style);
     bar.enable_steady_tick(Duration::from_millis(1000));
@@ -59,19 +59,28 @@ pub fn finish(bar: &ProgressBar, what: &str, unit: &str, mode: Progress) {
         Progress::Shown => eprintln!("{summary}"),
         // Blanks cover the longer bar the summary overwrites, where carriage returns are
         // drawn literally.
-        Progress::Inline => println!("\r{summary:<width$}", width = InlineLine::WIDTH),
+        Progress::Inline => println!("\r{summary:<width$}", width = PlainTerm::WIDTH),
     }
 }
 
-/// A `TermLike` that redraws one line on stdout with a carriage return.
+/// A `TermLike` without a cursor, for a bar that is not on a terminal.
 #[derive(Debug)]
-struct InlineLine;
-
-impl InlineLine {
-    const WIDTH: usize = 110;
+enum PlainTerm {
+    /// Redraw one line on stdout with a carriage return.
+    Inline,
+    /// Print the newest line on stderr at most once per `every`.
+    Log { every: Duration, last: Mutex<Option<Instant>> },
 }
 
-impl TermLike for InlineLine {
+impl PlainTerm {
+    const WIDTH: usize = 110;
+
+    fn log() -> Self {
+        PlainTerm::Log { every: LINE_INTERVAL, last: Mutex::new(None) }
+    }
+}
+
+impl TermLike for PlainTerm {
     fn width(&self) -> u16 {
         Self::WIDTH as u16
     }
@@ -92,69 +101,32 @@ impl TermLike for InlineLine {
     }
     fn write_str(&self, s: &str) -> std::io::Result<()> {
         let s = s.trim_end();
-        if s.is_empty() {
+        if s.trim().is_empty() {
             return Ok(());
         }
-        let mut out = std::io::stdout().lock();
-        write!(out, "\r{s:<width$}", width = Self::WIDTH)?;
-        out.flush()
+        match self {
+            PlainTerm::Inline => {
+                let mut out = std::io::stdout().lock();
+                write!(out, "\r{s:<width$}", width = Self::WIDTH)?;
+                out.flush()
+            }
+            PlainTerm::Log { every, last } => {
+                let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_none_or(|t| t.elapsed() >= *every) {
+                    *last = Some(Instant::now());
+                    eprintln!("{}", s.trim_start());
+                }
+                Ok(())
+            }
+        }
     }
     fn clear_line(&self) -> std::io::Result<()> {
         Ok(())
     }
     fn flush(&self) -> std::io::Result<()> {
-        std::io::stdout().flush()
-    }
-}
-
-/// A `TermLike` that prints the newest line of the bar at most once per interval.
-#[derive(Debug)]
-struct LineLog {
-    every: Duration,
-    last: Mutex<Option<Instant>>,
-}
-
-impl Default for LineLog {
-    fn default() -> Self {
-        LineLog { every: LINE_INTERVAL, last: Mutex::new(None) }
-    }
-}
-
-impl TermLike for LineLog {
-    fn width(&self) -> u16 {
-        110
-    }
-    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn write_line(&self, s: &str) -> std::io::Result<()> {
-        self.write_str(s)
-    }
-    fn write_str(&self, s: &str) -> std::io::Result<()> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Ok(());
+        match self {
+            PlainTerm::Inline => std::io::stdout().flush(),
+            PlainTerm::Log { .. } => Ok(()),
         }
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= self.every) {
-            *last = Some(Instant::now());
-            eprintln!("{s}");
-        }
-        Ok(())
-    }
-    fn clear_line(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        Ok(())
     }
 }
