@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The Rust kernel's launcher (the kernel spec that scripts/notebook-setup.sh installs runs
-# it): evcxr_jupyter with a build folder that outlives the kernel.
+# The Rust kernel's launcher (scripts/notebook-setup.sh installs it as
+# $RAC_TOOLS/bin/rac-evcxr-kernel, which the kernel spec runs): evcxr_jupyter with a build
+# folder that outlives the kernel.
 #
 # evcxr compiles a notebook's dependencies in its build folder. Crates from the registry also
 # go to its `:cache`, but path crates (rac-core, rac-kernel-ext: most of the compile time)
@@ -16,7 +17,10 @@
 # RAC_EVCXR_SLOT=N takes slot N, waiting for it if a kernel holds it (the headless runner
 # runs its notebooks one after another in slot 0, and the set-up's warm-up fills it).
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+# The cargo settings: beside this script where the set-up installed it, else the checkout's.
+here="$(cd "$(dirname "$0")" && pwd)"
+settings="$here/evcxr-cargo.toml"
+[[ -f "$settings" ]] || settings="$here/../tests/notebooks/evcxr-cargo.toml"
 base="${TMPDIR:-/tmp}/rac-evcxr-$(id -u)"
 evcxr="${RAC_TOOLS:+$RAC_TOOLS/bin/}evcxr_jupyter"
 if [[ -n "${RAC_EVCXR_SLOT:-}" ]]; then slots=("$RAC_EVCXR_SLOT"); wait_for=(-w 3600); else slots=($(seq 0 15)); wait_for=(-n); fi
@@ -26,7 +30,7 @@ for n in "${slots[@]}"; do
   exec {lock}>"$slot/lock"
   if flock "${wait_for[@]}" "$lock"; then
     # The lock stays held by this process (and the kernel it becomes) until it exits.
-    cp "$root/tests/notebooks/evcxr-cargo.toml" "$slot/.cargo/config.toml"
+    cp "$settings" "$slot/.cargo/config.toml"
     export EVCXR_TMPDIR="$slot/build"
     exec "$evcxr" "$@"
   fi

@@ -36,8 +36,12 @@ fi
 # Jupyter sees it; evcxr_jupyter --install rewrites it, which keeps it idempotent. Its
 # command is then the launcher that gives each kernel a build folder that outlives it.
 "$RAC_TOOLS/bin/evcxr_jupyter" --install >/dev/null
+# The launcher and the notebooks' cargo settings are copied under $RAC_HOME, so the kernel
+# does not depend on the checkout that last ran this (a deleted clone would break it).
+install -m 755 scripts/evcxr-kernel.sh "$RAC_TOOLS/bin/rac-evcxr-kernel"
+install -m 644 tests/notebooks/evcxr-cargo.toml "$RAC_TOOLS/bin/evcxr-cargo.toml"
 spec="$JUPYTER_DATA_DIR/kernels/rust/kernel.json"
-"$RAC_JUPYTER_VENV/bin/python" - "$spec" "$PWD/scripts/evcxr-kernel.sh" <<'PY'
+"$RAC_JUPYTER_VENV/bin/python" - "$spec" "$RAC_TOOLS/bin/rac-evcxr-kernel" <<'PY'
 import json, sys
 path, launcher = sys.argv[1], sys.argv[2]
 spec = json.load(open(path))

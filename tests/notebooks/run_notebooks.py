@@ -17,7 +17,7 @@
           with --ci the tables in expected-ci.json. Prints each difference; any difference
           fails the notebook. The provenance table (revision, date) is not compared, nor
           cells tagged `verify-skip`, nor the columns a cell's `verify-ignore-columns`
-          metadata lists (timings).
+          metadata lists (timings, sizes on disk).
 --write-expected  with --ci: store this run's tables in expected-ci.json.
 --warm    compile the notebooks' first cell (the extension and all under it) and exit.
 
