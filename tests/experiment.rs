@@ -73,6 +73,23 @@ fn a_run_is_reproducible_and_leaves_a_loadable_record() {
     assert_eq!(loaded.meta.experiment, exp);
     assert_eq!(loaded.metrics.column("top1").unwrap().f64().unwrap().len(), 3);
     assert_eq!(loaded.epochs.height(), 3);
+    for (name, computed, back) in
+        [("metrics", &b.metrics, &loaded.metrics), ("per_class", &b.per_class, &loaded.per_class), ("epochs", &b.epochs, &loaded.epochs)]
+    {
+        assert_eq!(back.schema(), computed.schema(), "{name}: a loaded table keeps the computed column types");
+        assert!(back.equals_missing(computed), "{name}: and its values:\n{computed}\n{back}");
+    }
+    // (`b` rewrote the record: its timings are the ones on disk.)
+    // A record without its column types (written before dtypes.toml) still loads, inferred.
+    let old = tempfile::tempdir().unwrap();
+    copy_dir(&a.dir, old.path());
+    std::fs::remove_file(old.path().join("dtypes.toml")).unwrap();
+    let inferred = RunRecord::load(old.path()).unwrap();
+    assert_eq!(inferred.per_class.column("class").unwrap().dtype(), &polars::prelude::DataType::Int64);
+    // A damaged one names the table and column.
+    std::fs::write(old.path().join("dtypes.toml"), "[per_class]\nclass = \"u33\"\n").unwrap();
+    let msg = RunRecord::load(old.path()).unwrap_err().to_string();
+    assert!(msg.contains("dtypes.toml") && msg.contains("`per_class.class`") && msg.contains("u33"), "{msg}");
     assert!(loaded.meta.versions.contains_key("candle-core"));
     assert_eq!(list_runs(runs.path()).unwrap().len(), 1);
     assert_eq!(load_runs(runs.path()).unwrap().height(), 3);
@@ -268,4 +285,11 @@ fn provenance_names_the_code_data_and_weights_by_their_sha256() {
     // A bag-of-words T has no weight file: the row says so.
     let bow = exp.with_text_encoder(&rac_core::experiment::TextEncoderKind::BowRandom).unwrap();
     assert!(Provenance::of(&bow, &cache).unwrap().rows.iter().any(|(k, v)| k == "T weights" && v.contains("random")));
+}
+
+/// A copy of the plain files of `from` in `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }

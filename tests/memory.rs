@@ -149,6 +149,7 @@ fn memory_added_at_run_time_and_removed_restores_the_first_numbers_bit_for_bit()
     let (again, table2) = runtime_memory(&exp, &plan, &env(runs.path())).unwrap();
     assert_eq!(again.dir, rec.dir);
     assert!(table2.equals_missing(&table));
+    assert_eq!(table2.schema(), table.schema(), "the loaded table has the computed column types (index_items: u64)");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! | `per_class.csv` | one row per class: train count, bucket, accuracy per branch |
 //! | `epochs.csv` | the training log |
 //! | `<table>.csv` | a study's own tables (`memory.csv`: the run-time memory steps) |
+//! | `dtypes.toml` | each table's column types, so a loaded table has the types it was computed with |
 //! | `COMPLETE` | written last: a folder without it is an unfinished run |
 //!
 //! A record is written into a temporary sibling folder and renamed into place, so a run
@@ -15,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use polars::prelude::*;
@@ -29,6 +31,10 @@ use crate::model::{Mode, Outputs};
 use crate::train::EpochLog;
 
 const COMPLETE: &str = "COMPLETE";
+const DTYPES: &str = "dtypes.toml";
+
+/// Column types by table and column name, as `dtypes.toml` stores them.
+type TableTypes = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The metadata of a run, stored as `record.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,11 +148,63 @@ fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
     std::fs::write(path, buf).map_err(|e| Error::Io { op: "writing", path: path.into(), cause: e })
 }
 
-fn read_csv(path: &Path) -> Result<DataFrame> {
+/// The column types of a table, by name. CSV keeps no types, and a reader infers `i64` for
+/// an `u32` or `u64` column: without these, a loaded record's table would not be the one
+/// that was computed (its header differs in a notebook, and `--verify` says so).
+fn column_types(df: &DataFrame) -> BTreeMap<String, String> {
+    df.columns().iter().filter(|c| dtype_of_name(&c.dtype().to_string()).is_some()).map(|c| (c.name().to_string(), c.dtype().to_string())).collect()
+}
+
+/// The polars type that `name` (a `DataType`'s display form) stands for, among those a CSV
+/// column can hold.
+fn dtype_of_name(name: &str) -> Option<DataType> {
+    Some(match name {
+        "bool" => DataType::Boolean,
+        "str" => DataType::String,
+        "i8" => DataType::Int8,
+        "i16" => DataType::Int16,
+        "i32" => DataType::Int32,
+        "i64" => DataType::Int64,
+        "u8" => DataType::UInt8,
+        "u16" => DataType::UInt16,
+        "u32" => DataType::UInt32,
+        "u64" => DataType::UInt64,
+        "f32" => DataType::Float32,
+        "f64" => DataType::Float64,
+        _ => return None,
+    })
+}
+
+/// `dtypes.toml` of a record folder; empty for a record written before it existed (its
+/// tables are then read with inferred types).
+fn read_types(dir: &Path) -> Result<TableTypes> {
+    let path = dir.join(DTYPES);
     if !path.is_file() {
-        return Err(Error::MissingFile { what: "run table".into(), path: path.into(), hint: None });
+        return Ok(TableTypes::new());
     }
-    Ok(CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(path.into()))?.finish()?)
+    let text = fsio::read_to_string(&path, "run record's column types")?;
+    toml::from_str(&text).map_err(|e| Error::Config { path, message: e.to_string() })
+}
+
+/// A record's table, read with the column types `dtypes.toml` gives for it.
+fn read_csv(dir: &Path, name: &str, types: &TableTypes) -> Result<DataFrame> {
+    let path = dir.join(format!("{name}.csv"));
+    if !path.is_file() {
+        return Err(Error::MissingFile { what: "run table".into(), path, hint: None });
+    }
+    let mut overwrite = Schema::default();
+    for (column, dtype) in types.get(name).into_iter().flatten() {
+        let Some(dtype) = dtype_of_name(dtype) else {
+            return Err(Error::InvalidField {
+                path: dir.join(DTYPES),
+                field: format!("{name}.{column}"),
+                message: format!("`{dtype}` is not a column type a run table can hold"),
+            });
+        };
+        overwrite.insert(column.as_str().into(), dtype);
+    }
+    let options = CsvReadOptions::default().with_has_header(true).with_schema_overwrite((!overwrite.is_empty()).then(|| Arc::new(overwrite)));
+    Ok(options.try_into_reader_with_file_path(Some(path))?.finish()?)
 }
 
 impl RunRecord {
@@ -169,9 +227,16 @@ impl RunRecord {
             write_csv(&metrics, &tmp.join("metrics.csv"))?;
             write_csv(&per_class, &tmp.join("per_class.csv"))?;
             write_csv(&epochs, &tmp.join("epochs.csv"))?;
+            let mut types: TableTypes = [("metrics", &metrics), ("per_class", &per_class), ("epochs", &epochs)]
+                .into_iter()
+                .map(|(name, table)| (name.to_string(), column_types(table)))
+                .collect();
             for (name, table) in &tables {
                 write_csv(table, &tmp.join(format!("{name}.csv")))?;
+                types.insert(name.clone(), column_types(table));
             }
+            let types = toml::to_string(&types).map_err(|e| Error::InvalidInput(format!("cannot write {DTYPES}: {e}")))?;
+            std::fs::write(tmp.join(DTYPES), types).map_err(|e| Error::Io { op: "writing", path: tmp.join(DTYPES), cause: e })?;
             std::fs::write(tmp.join(COMPLETE), b"").map_err(|e| Error::Io { op: "writing", path: tmp.join(COMPLETE), cause: e })?;
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { op: "replacing", path: dir.clone(), cause: e })?;
@@ -196,21 +261,22 @@ impl RunRecord {
         }
         let text = fsio::read_to_string(&dir.join("record.toml"), "run record")?;
         let meta: RunMeta = toml::from_str(&text).map_err(|e| Error::Config { path: dir.join("record.toml"), message: e.to_string() })?;
+        let types = read_types(dir)?;
         let mut tables = BTreeMap::new();
         let entries = std::fs::read_dir(dir).map_err(|e| Error::Io { op: "listing", path: dir.into(), cause: e })?;
         for entry in entries.flatten() {
             let path = entry.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".csv")) else { continue };
             if !STANDARD_TABLES.contains(&name) {
-                tables.insert(name.to_string(), read_csv(&path)?);
+                tables.insert(name.to_string(), read_csv(dir, name, &types)?);
             }
         }
         Ok(RunRecord {
             tables,
             meta,
-            metrics: read_csv(&dir.join("metrics.csv"))?,
-            per_class: read_csv(&dir.join("per_class.csv"))?,
-            epochs: read_csv(&dir.join("epochs.csv"))?,
+            metrics: read_csv(dir, "metrics", &types)?,
+            per_class: read_csv(dir, "per_class", &types)?,
+            epochs: read_csv(dir, "epochs", &types)?,
             dir: dir.to_path_buf(),
         })
     }
