@@ -616,6 +616,35 @@ fn learned_bow_is_trainable_and_takes_glove_rows() {
     assert!(err.to_string().contains("glove.txt:2:"), "{err}");
 }
 
+#[test]
+fn learned_bow_pools_by_its_bag_of_words_as_the_mean_of_its_word_rows() {
+    // Neighbour texts as the retrieval branch joins them: Fashion-MNIST's class names in
+    // distance order, cut at 76 words, of unequal lengths (padding), one empty.
+    let names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+    let texts: Vec<String> = (0..40).map(|i| (0..(i * 3 % 61)).map(|j| names[(i * 7 + j * j) % 10]).collect::<Vec<_>>().join(" ")).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let bow = LearnedBow::new(&names, 16, 0, 76, &cpu()).unwrap();
+    let batch = bow.tokenize(&refs).unwrap();
+    assert!(batch.lengths.contains(&0) && batch.lengths.contains(&76), "{:?}", batch.lengths);
+    let bag = bow.pool(&batch).unwrap();
+    let gathered = rac_core::encoders::masked_mean(&bow.token_features(&batch).unwrap(), &batch.mask).unwrap();
+    let largest = |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    // Equal up to the order of the additions: relative to the largest value.
+    let close = |a: &Tensor, b: &Tensor, tol: f32| {
+        let d = largest(&(a - b).unwrap()) / largest(b);
+        assert!(d < tol, "largest difference {d} of the largest value");
+    };
+    close(&bag, &gathered, 1e-6);
+    assert_eq!(bag.to_vec2::<f32>().unwrap()[0], vec![0f32; 16], "an empty text pools to zeros");
+    // The gradient reaching the word rows is the same too.
+    let weights = Tensor::arange(0f32, 16.0, &cpu()).unwrap().unsqueeze(0).unwrap();
+    let table = bow.varmap().unwrap().data().lock().unwrap()["embeddings.weight"].clone();
+    let grad = |pooled: &Tensor| {
+        pooled.broadcast_mul(&weights).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap().get(table.as_tensor()).unwrap().clone()
+    };
+    close(&grad(&bag), &grad(&gathered), 1e-5);
+}
+
 // ---- bad input --------------------------------------------------------------------------------
 
 #[test]

