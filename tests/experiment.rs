@@ -173,6 +173,27 @@ fn frozen_text_features_encode_each_truncated_sequence_once_and_match_the_encode
 }
 
 #[test]
+fn a_frozen_t_with_variables_hands_the_heads_constants() {
+    use rac_core::encoders::{LearnedBow, TextEncoder};
+    use rac_core::features::BarProgress;
+    // The learned bag-of-words T, kept frozen: its features must not lead back to its
+    // embedding, or every training step's backward pass walks through all it encoded.
+    let names = ["T-shirt/top", "Trouser", "Ankle boot", "Bag"];
+    let bow = LearnedBow::new(&names, 8, 0, 76, &candle_core::Device::Cpu).unwrap();
+    let texts: Vec<String> = vec!["Bag Trouser Bag".into(), "Ankle boot T-shirt/top".into(), "Bag".into()];
+    let dir = tempfile::tempdir().unwrap();
+    let hidden = || BarProgress::new(rac_core::progress::Progress::Hidden);
+    let fresh = rac_core::experiment::texts::frozen_text_features(&bow, &texts, dir.path(), &mut hidden()).unwrap();
+    let table = bow.varmap().unwrap().data().lock().unwrap()["embeddings.weight"].clone();
+    let grads = fresh.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(table.as_tensor()).is_none(), "no gradient reaches the frozen T's embedding");
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    assert_eq!(fresh.to_vec2::<f32>().unwrap(), bow.encode(&refs).unwrap().to_vec2::<f32>().unwrap(), "the same values as T's own");
+    let cached = rac_core::experiment::texts::frozen_text_features(&bow, &texts, dir.path(), &mut hidden()).unwrap();
+    assert_eq!(cached.to_vec2::<f32>().unwrap(), fresh.to_vec2::<f32>().unwrap(), "and as the cache's");
+}
+
+#[test]
 fn standardised_inputs_use_training_statistics() {
     use candle_core::{Device, Tensor};
     use rac_core::model::InputNorm;
