@@ -13,8 +13,7 @@
 
 use std::time::Duration;
 
-use candle_core::Device;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rac_core::assets::AssetCache;
 use rac_core::data::{DataOverrides, Dataset};

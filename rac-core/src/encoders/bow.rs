@@ -336,39 +336,31 @@ pub fn bag_mean(table: &Tensor, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let ids_host = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
     let mask_host = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     let n = ids_host.len();
-    // The distinct ids of the batch, in order of first appearance, and each text's counts.
+    let real_tokens = |i: usize| ids_host[i].iter().zip(&mask_host[i]).filter(|&(_, &m)| m != 0.0);
+    // The distinct ids of the batch, in order of first appearance: the columns of the counts.
     let mut column: HashMap<u32, usize> = HashMap::new();
     let mut distinct: Vec<u32> = Vec::new();
-    let mut bags: Vec<Vec<(usize, f32)>> = Vec::with_capacity(n);
-    let mut lengths = Vec::with_capacity(n);
-    for (row, keep) in ids_host.iter().zip(&mask_host) {
-        let mut bag: HashMap<usize, f32> = HashMap::new();
-        let mut length = 0f32;
-        for (&id, &m) in row.iter().zip(keep) {
-            if m == 0.0 {
-                continue;
-            }
-            let c = *column.entry(id).or_insert_with(|| {
+    for i in 0..n {
+        for (&id, _) in real_tokens(i) {
+            column.entry(id).or_insert_with(|| {
                 distinct.push(id);
                 distinct.len() - 1
             });
-            *bag.entry(c).or_insert(0.0) += m;
-            length += m;
         }
-        bags.push(bag.into_iter().collect());
-        lengths.push(length.max(1e-9));
-    }
-    let dim = table.dim(1)?;
-    if distinct.is_empty() {
-        return Ok(Tensor::zeros((n, dim), table.dtype(), table.device())?);
     }
     let u = distinct.len();
+    if u == 0 {
+        return Ok(Tensor::zeros((n, table.dim(1)?), table.dtype(), table.device())?);
+    }
     let mut counts = vec![0f32; n * u];
-    for (i, bag) in bags.iter().enumerate() {
-        for &(c, k) in bag {
-            counts[i * u + c] = k;
+    let mut lengths = vec![0f32; n];
+    for i in 0..n {
+        for (id, &m) in real_tokens(i) {
+            counts[i * u + column[id]] += m;
+            lengths[i] += m;
         }
     }
+    let lengths: Vec<f32> = lengths.into_iter().map(|l| l.max(1e-9)).collect();
     let device = table.device();
     let rows = table.index_select(&Tensor::from_vec(distinct, u, device)?, 0)?;
     let counts = Tensor::from_vec(counts, (n, u), device)?.to_dtype(table.dtype())?;

@@ -152,7 +152,13 @@ fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
 /// an `u32` or `u64` column: without these, a loaded record's table would not be the one
 /// that was computed (its header differs in a notebook, and `--verify` says so).
 fn column_types(df: &DataFrame) -> BTreeMap<String, String> {
-    df.columns().iter().filter(|c| dtype_of_name(&c.dtype().to_string()).is_some()).map(|c| (c.name().to_string(), c.dtype().to_string())).collect()
+    df.columns()
+        .iter()
+        .filter_map(|c| {
+            let dtype = c.dtype().to_string();
+            dtype_of_name(&dtype).map(|_| (c.name().to_string(), dtype))
+        })
+        .collect()
 }
 
 /// The polars type that `name` (a `DataType`'s display form) stands for, among those a CSV
@@ -224,16 +230,11 @@ impl RunRecord {
         let written = (|| -> Result<()> {
             let toml = toml::to_string(&meta).map_err(|e| Error::InvalidInput(format!("cannot write record.toml: {e}")))?;
             std::fs::write(tmp.join("record.toml"), toml).map_err(|e| Error::Io { op: "writing", path: tmp.join("record.toml"), cause: e })?;
-            write_csv(&metrics, &tmp.join("metrics.csv"))?;
-            write_csv(&per_class, &tmp.join("per_class.csv"))?;
-            write_csv(&epochs, &tmp.join("epochs.csv"))?;
-            let mut types: TableTypes = [("metrics", &metrics), ("per_class", &per_class), ("epochs", &epochs)]
-                .into_iter()
-                .map(|(name, table)| (name.to_string(), column_types(table)))
-                .collect();
-            for (name, table) in &tables {
+            let standard = STANDARD_TABLES.into_iter().zip([&metrics, &per_class, &epochs]);
+            let mut types = TableTypes::new();
+            for (name, table) in standard.chain(tables.iter().map(|(name, table)| (name.as_str(), table))) {
                 write_csv(table, &tmp.join(format!("{name}.csv")))?;
-                types.insert(name.clone(), column_types(table));
+                types.insert(name.to_string(), column_types(table));
             }
             let types = toml::to_string(&types).map_err(|e| Error::InvalidInput(format!("cannot write {DTYPES}: {e}")))?;
             std::fs::write(tmp.join(DTYPES), types).map_err(|e| Error::Io { op: "writing", path: tmp.join(DTYPES), cause: e })?;
