@@ -24,11 +24,14 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use rac_core::data::{Augment, AugmentConfig, EpochLoader, LoaderConfig, Preprocess, Split, SplitKind, Transform};
-use rac_core::encoders::{EfficientNet, EfficientNetConfig, ImageEncoder, RandomBow, VitConfig, VitEncoder, Weights, l2_normalize, masked_mean};
+use rac_core::encoders::{EfficientNet, EfficientNetConfig, ImageEncoder, RandomBow, VitConfig, VitEncoder, Weights, masked_mean};
+use rac_core::experiment::RetrievalRequest;
 use rac_core::experiment::finetune::OnlineRetrieval;
-use rac_core::index::{IndexConfig, ItemId, RetrievalIndex, Source};
+use rac_core::experiment::texts::FrozenText;
+use rac_core::index::{IndexConfig, ItemId, RetrievalIndex, SearchRequest, Source};
 use rac_core::model::{Batch, InputNorm, LongTailLoss, LossConfig, LossKind, ModelConfig, RacModel, RetrievalBatch, Widths, fuse_logits};
 use rac_core::train::{AdamW, OptimConfig, Precision, TrainableVit, pixels_to_device};
+use rac_core::vectors::l2_normalise;
 use rand::{Rng, SeedableRng};
 
 const TOLERANCE: f64 = 1e-4;
@@ -214,7 +217,7 @@ fn agreement(dev: &Device, smoke: bool, rows: &mut Vec<Row>) -> Result<()> {
         let ids = Tensor::from_slice(&ids, (n, len), d)?;
         let mask = Tensor::from_slice(&mask, (n, len), d)?;
         let hidden = bert.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
-        Ok(l2_normalize(&masked_mean(&hidden, &mask)?)?)
+        Ok(l2_normalise(&masked_mean(&hidden, &mask)?)?)
     };
     push_compare(rows, &format!("MiniLM forward [{n}x{len} tokens]"), &minilm(&cpu)?, &minilm(dev)?)?;
 
@@ -288,7 +291,7 @@ fn rac_vit_throughput(
     vars.extend(model.vars().iter().cloned());
     let mut optim = AdamW::new(&vars, &OptimConfig::default())?;
     let pixels = random(&[batch, 3, config.image_size, config.image_size], 7)?.to_device(dev)?;
-    let text = l2_normalize(&random(&[batch, text_dim], 8)?)?.to_device(dev)?;
+    let text = l2_normalise(&random(&[batch, text_dim], 8)?)?.to_device(dev)?;
     let targets = Tensor::from_vec((0..batch as u32).map(|i| i % classes as u32).collect::<Vec<u32>>(), batch, dev)?;
     // Seconds in each phase (forward, heads and loss, backward, optimiser), when timed: the
     // device is synchronised between phases, which costs a little overlap.
@@ -377,8 +380,9 @@ fn rac_finetune_throughput(
     let first = index.source_ids("train")?.start;
     let item_of_row = (0..images).map(|r| (r, first + r as ItemId)).collect();
     let text = RandomBow::new(384, 0, 76, dev)?;
-    let mut online =
-        OnlineRetrieval::new(Box::new(e), Box::new(text), InputNorm::None.fit(&Tensor::zeros((1, 1), DType::F32, dev)?)?, k, ", ", item_of_row);
+    let request = RetrievalRequest { search: SearchRequest::new(k, k, true)?, separator: ", ".into() };
+    let text = FrozenText::new(Box::new(text), InputNorm::None.fit(&Tensor::zeros((1, 1), DType::F32, dev)?)?, request);
+    let mut online = OnlineRetrieval::new(Box::new(e), text, item_of_row);
 
     let preprocess =
         Preprocess { resize: vit_config.image_size as u32, crop: vit_config.image_size as u32, mean: [0.5; 3], std: [0.5; 3], grey_to_rgb: true };

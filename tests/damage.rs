@@ -7,7 +7,8 @@ use std::path::Path;
 
 use rac_core::data::{DataManifest, DataOverrides, Dataset};
 use rac_core::experiment::Experiment;
-use rac_core::index::{Backend, FeatureFile, IndexConfig, Metric, QueryOptions, RetrievalIndex, Source};
+use rac_core::features::FeatureFile;
+use rac_core::index::{Backend, IndexConfig, Metric, Queries, RetrievalIndex, SearchRequest, Source};
 use rac_tests::{cache, manifest, rac};
 
 /// 400 rows of dimension 16 (deterministic, none zero), labelled in 4 classes.
@@ -125,12 +126,17 @@ fn vectors_that_are_not_finite_are_rejected_on_every_metric() {
             for bad in [f32::NAN, f32::INFINITY] {
                 let mut q = vec![0.1f32; 16 * 3];
                 q[16 + 5] = bad;
-                let err = index.query_vecs(&q, 16, &QueryOptions::k(3)).expect_err("a query that is not finite").to_string();
-                assert!(err.contains("query row 1") && err.contains("not finite"), "{backend} {metric:?}: {err}");
+                let err = index.neighbours(&Queries::vectors(&q, 16), &SearchRequest::top(3).unwrap()).expect_err("a query that is not finite");
+                assert!(matches!(&err, rac_core::Error::BadVector { problem, .. } if problem.starts_with("row 1 ")), "{backend} {metric:?}: {err}");
+                let err = err.to_string();
+                assert!(
+                    err.contains("the query batch") && err.contains("not finite") && err.contains("fix or drop that row"),
+                    "{backend} {metric:?}: {err}"
+                );
             }
             // A zero row is a different reason, under cosine only.
             let zero = vec![0.0f32; 16];
-            let r = index.query_vecs(&zero, 16, &QueryOptions::k(3));
+            let r = index.neighbours(&Queries::vectors(&zero, 16), &SearchRequest::top(3).unwrap());
             assert_eq!(r.is_err(), metric == Metric::Cosine, "{backend} {metric:?}");
         }
     }

@@ -650,16 +650,18 @@ fn learned_bow_pools_by_its_bag_of_words_as_the_mean_of_its_word_rows() {
 #[test]
 fn bad_input_wrong_image_size_is_refused() {
     let net = efficientnet();
-    let msg = net.forward(&Tensor::zeros((1, 3, 100, 100), DType::F32, &cpu()).unwrap()).unwrap_err().to_string();
-    assert!(msg.contains("wrong image size") && msg.contains("[n, 3, 224, 224]") && msg.contains("[1, 3, 100, 100]"), "{msg}");
-    let msg = net.forward(&Tensor::zeros((2, 1, 224, 224), DType::F32, &cpu()).unwrap()).unwrap_err().to_string();
-    assert!(msg.contains("wrong image size"), "{msg}");
+    let err = net.forward(&Tensor::zeros((1, 3, 100, 100), DType::F32, &cpu()).unwrap()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, rac_core::Error::Shape { .. }), "{msg}");
+    assert!(msg.contains("[n, 3, 224, 224]") && msg.contains("[1, 3, 100, 100]") && msg.contains("preprocess to the encoder's input size"), "{msg}");
+    let err = net.forward(&Tensor::zeros((2, 1, 224, 224), DType::F32, &cpu()).unwrap()).unwrap_err();
+    assert!(matches!(err, rac_core::Error::Shape { .. }), "{err}");
     let pre = Preprocess { resize: 128, crop: 128, ..net.preprocess().clone() };
-    let msg = net.encode_with(&[photo("coffee.png")], &pre).unwrap_err().to_string();
-    assert!(msg.contains("crops to 128 px but the encoder takes 224 px"), "{msg}");
+    let err = net.encode_with(&[photo("coffee.png")], &pre).unwrap_err();
+    assert!(matches!(&err, rac_core::Error::Shape { expected, found, .. } if expected.starts_with("224 px") && found == "128 px"), "{err}");
     let empty = image::DynamicImage::new_rgb8(0, 0);
-    let msg = net.encode(&[photo("coffee.png"), empty]).unwrap_err().to_string();
-    assert!(msg.contains("image 1 of the batch is empty"), "{msg}");
+    let err = net.encode(&[photo("coffee.png"), empty]).unwrap_err();
+    assert!(matches!(&err, rac_core::Error::Empty { what, .. } if what.starts_with("image 1 of the batch")), "{err}");
 }
 
 #[test]
@@ -668,7 +670,7 @@ fn bad_input_invalid_efficientnet_config_names_the_field() {
     let mut config = EfficientNetConfig::lite0();
     config.stages[1].stride = 3;
     let msg = EfficientNet::load(&path, config, &cpu()).err().unwrap().to_string();
-    assert!(msg.contains("`stages[1].stride` must be 1 or 2"), "{msg}");
+    assert!(msg.contains("field `efficientnet.stages[1].stride`: must be 1 or 2"), "{msg}");
     // A config that disagrees with the file's blocks is caught at the first tensor that differs.
     let mut config = EfficientNetConfig::lite0();
     config.stages[5].repeats = 3;
@@ -679,14 +681,16 @@ fn bad_input_invalid_efficientnet_config_names_the_field() {
 #[test]
 fn bad_input_empty_batch_is_refused() {
     let net = efficientnet();
-    let msg = net.encode(&[]).unwrap_err().to_string();
-    assert!(msg.contains("empty batch"), "{msg}");
-    let msg = net.forward(&Tensor::zeros((0, 3, 224, 224), DType::F32, &cpu()).unwrap()).unwrap_err().to_string();
-    assert!(msg.contains("empty batch"), "{msg}");
-    let msg = minilm().encode(&[]).unwrap_err().to_string();
-    assert!(msg.contains("empty batch"), "{msg}");
-    let msg = RandomBow::new(8, 0, 76, &cpu()).unwrap().encode(&[]).unwrap_err().to_string();
-    assert!(msg.contains("empty batch"), "{msg}");
+    let errors = [
+        net.encode(&[]).unwrap_err(),
+        net.forward(&Tensor::zeros((0, 3, 224, 224), DType::F32, &cpu()).unwrap()).unwrap_err(),
+        minilm().encode(&[]).unwrap_err(),
+        RandomBow::new(8, 0, 76, &cpu()).unwrap().encode(&[]).unwrap_err(),
+    ];
+    for err in errors {
+        let msg = err.to_string();
+        assert!(matches!(err, rac_core::Error::Empty { .. }) && msg.contains("the batch") && msg.contains("give at least one"), "{msg}");
+    }
 }
 
 #[test]

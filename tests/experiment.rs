@@ -121,8 +121,8 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_same_record() {
         hooks: rac_core::train::TrainHooks { stop_after_epoch: Some(2), progress: rac_core::progress::Progress::Hidden },
         ..env.clone()
     };
-    let msg = run(&exp, &killed).unwrap_err().to_string();
-    assert!(msg.contains("stopped after epoch 2"), "{msg}");
+    let err = run(&exp, &killed).unwrap_err();
+    assert!(matches!(err, rac_core::Error::TrainingStopped { epoch: 2 }), "{err}");
     assert!(list_runs(runs.path()).unwrap().is_empty(), "a killed run leaves no record");
     let ckpt_dir = runs.path().join(format!(".resume-{}.checkpoint", exp.config_hash()));
     let ckpt = std::fs::read(rac_core::train::trainer::checkpoint_path(&ckpt_dir)).expect("the checkpoint of epoch 2");

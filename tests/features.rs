@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use rac_core::data::{DataOverrides, Dataset, SplitKind};
 use rac_core::encoders::{ImageEncoder, ImageEncoderSpec};
 use rac_core::features::{CacheOutcome, EncodeOptions, EncodeProgress, FeatureKey, FeatureStore, Lookup};
-use rac_core::index::one_nn_accuracy;
+use rac_core::knn::one_nn_accuracy;
 use rac_tests::{cache, rac, tiny_fashion_set};
 
 /// EfficientNet-Lite0 at 64 px: the real weights, at a size a debug build encodes quickly.

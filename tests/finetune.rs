@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use image::{DynamicImage, RgbImage};
 use rac_core::data::augment::{Op, RAND_AUGMENT_OPS, apply_op};
@@ -278,7 +278,7 @@ fn a_fine_tuning_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result()
         ..env(cut_runs.path())
     };
     let err = run_finetune_with(&exp, &mut prep, &stopping, &TrainableVit::load(&cfg, &Device::Cpu).unwrap()).unwrap_err();
-    assert!(err.to_string().contains("stopped after epoch 1"), "{err}");
+    assert!(matches!(err, rac_core::Error::TrainingStopped { epoch: 1 }), "{err}");
     let checkpoint = rac_core::train::trainer::checkpoint_path(&env(cut_runs.path()).checkpoint_dir(&exp));
     assert!(checkpoint.is_file(), "the epoch-1 checkpoint is kept");
     assert!(RunRecord::load(&rac_core::experiment::record::record_dir(cut_runs.path(), &exp)).is_err(), "no record yet");
@@ -297,6 +297,62 @@ fn in_memory_splits_check_their_labels() {
     let img = DynamicImage::ImageRgb8(fashion_rgb(1));
     let split = Split::in_memory(SplitKind::Train, vec![img.clone(), img], vec![0, 1]).unwrap();
     assert_eq!((split.len(), split.item_id(1)), (2, "1".to_string()));
-    let msg = Split::in_memory(SplitKind::Train, vec![], vec![0]).unwrap_err().to_string();
-    assert!(msg.contains("0 images but 1 labels"), "{msg}");
+    let err = Split::in_memory(SplitKind::Train, vec![], vec![0]).unwrap_err();
+    assert!(matches!(&err, rac_core::Error::Shape { expected, found, .. } if expected == "0, one per image" && found == "1"), "{err}");
+}
+
+#[test]
+fn online_retrieval_drops_a_views_own_item_only_when_drop_self_says_so() {
+    // Real Fashion-MNIST images through the real EfficientNet-Lite0, un-augmented: a view is
+    // its item's image, so its own item is its nearest neighbour unless it is dropped.
+    use rac_core::encoders::{ImageEncoderSpec, RandomBow};
+    use rac_core::experiment::RetrievalRequest;
+    use rac_core::experiment::finetune::OnlineRetrieval;
+    use rac_core::experiment::texts::FrozenText;
+    use rac_core::index::{IndexConfig, ItemId, RetrievalIndex, SearchRequest, Source};
+    use rac_core::model::InputNorm;
+    use rac_core::train::pixels_to_device;
+
+    let cpu = Device::Cpu;
+    let spec = ImageEncoderSpec::parse("efficientnet-lite0").unwrap();
+    let e = spec.load(&cache(), &cpu).unwrap();
+    let split = Arc::new(fashion_train());
+    let rows: Vec<usize> = (0..24).map(|i| i * 131).collect();
+    let eval = Arc::new(Transform::Eval(e.preprocess().clone()));
+    let config = LoaderConfig { batch_size: 8, workers: 2, prefetch: 1, seed: 0, shuffle: false };
+    let batches: Vec<_> = EpochLoader::start(split.clone(), Some(&rows), eval, None, config, 0).unwrap().map(|b| b.unwrap()).collect();
+    let mut vectors = Vec::new();
+    for b in &batches {
+        let (pixels, size) = b.retrieval();
+        let x = pixels_to_device(pixels, size, e.preprocess(), &cpu, DType::F32).unwrap();
+        vectors.extend(e.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+    let labels: Vec<u32> = rows.iter().map(|&r| split.labels[r] as u32).collect();
+    let texts: Vec<String> = labels.iter().map(|l| format!("class {l}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = IndexConfig { deterministic: true, ..IndexConfig::default() };
+    let index = RetrievalIndex::build(dir.path(), &cfg, &[Source::from_vecs("train", vectors, e.dim(), texts, labels).unwrap()]).unwrap();
+    let first = index.source_ids("train").unwrap().start;
+    let item_of = |row: usize| first + rows.iter().position(|&r| r == row).unwrap() as ItemId;
+
+    let online = |drop_self: bool| {
+        let request = RetrievalRequest { search: SearchRequest::new(5, 5, drop_self).unwrap(), separator: ", ".into() };
+        let t = RandomBow::new(64, 0, 76, &cpu).unwrap();
+        let scaler = InputNorm::None.fit(&Tensor::zeros((1, 64), DType::F32, &cpu).unwrap()).unwrap();
+        let item_of_row = rows.iter().map(|&r| (r, item_of(r))).collect();
+        OnlineRetrieval::new(spec.load(&cache(), &cpu).unwrap(), FrozenText::new(Box::new(t), scaler, request), item_of_row)
+    };
+    let (kept, dropped) = (online(false), online(true));
+    for b in &batches {
+        let with_self = kept.neighbours(b, &index).unwrap();
+        let without = dropped.neighbours(b, &index).unwrap();
+        for ((row, k), d) in b.items.iter().zip(&with_self).zip(&without) {
+            let me = item_of(*row);
+            assert_eq!(k.ids.len(), 5);
+            assert_eq!(k.ids[0], me, "row {row}: with drop_self = false a view's own item comes back first");
+            assert_eq!(d.ids.len(), 5);
+            assert!(!d.ids.contains(&me), "row {row}: with drop_self its own item never comes back");
+            assert_eq!(d.ids[..4], k.ids[1..], "row {row}: and no other item is dropped");
+        }
+    }
 }

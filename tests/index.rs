@@ -7,11 +7,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rac_core::Error;
-use rac_core::index::bench::recall_at;
-use rac_core::index::synthetic::{SyntheticSet, SyntheticSpec, generate};
-use rac_core::index::{
-    Backend, CacheOutcome, CacheQuery, Failpoint, FeatureFile, IndexConfig, ItemId, Metric, QueryOptions, QuerySet, RetrievalIndex, Source,
-};
+use rac_core::bench::recall_at;
+use rac_core::data::synthetic::{SyntheticSet, SyntheticSpec, generate};
+use rac_core::features::FeatureFile;
+use rac_core::index::internals::Failpoint;
+use rac_core::index::{Backend, CacheOutcome, IndexConfig, ItemId, Metric, Queries, QuerySet, RetrievalIndex, SearchRequest, Source};
 use rac_tests::rac_bin;
 
 fn small_set(n_base: usize, n_queries: usize, dim: usize, seed: u64) -> SyntheticSet {
@@ -43,7 +43,7 @@ fn naive(base: &[f32], queries: &[f32], dim: usize, k: usize, metric: Metric) ->
 }
 
 fn hits(index: &RetrievalIndex, queries: &[f32], dim: usize, k: usize) -> Vec<Vec<(ItemId, f32)>> {
-    index.search_hits(queries, dim, k, None).unwrap()
+    index.search(&Queries::vectors(queries, dim), &SearchRequest::top(k).unwrap()).unwrap()
 }
 
 #[test]
@@ -88,8 +88,7 @@ fn query_returns_texts_and_labels_in_order() {
     let set = small_set(300, 5, dim, 2);
     let dir = tempfile::tempdir().unwrap();
     let index = RetrievalIndex::build(dir.path(), &config(Backend::Exact, Metric::Cosine), &[source("a", &set.base, dim, 0)]).unwrap();
-    let q = candle_core::Tensor::from_slice(&set.queries, (5, dim), &candle_core::Device::Cpu).unwrap();
-    let res = index.query(&q, &QueryOptions::k(8)).unwrap();
+    let res = index.neighbours(&Queries::vectors(&set.queries, dim), &SearchRequest::top(8).unwrap()).unwrap();
     assert_eq!(res.len(), 5);
     for r in &res {
         assert_eq!(r.ids.len(), 8);
@@ -114,12 +113,12 @@ fn dynamic_sources_add_then_remove_gives_back_the_original_results() {
         let dir = tempfile::tempdir().unwrap();
         let mut index = RetrievalIndex::build(dir.path(), &config(backend, Metric::Cosine), &[source("a", &a.base, dim, 0)]).unwrap();
         let fp_a = index.fingerprint().to_string();
-        let before = index.query_vecs(&a.queries, dim, &QueryOptions::k(10)).unwrap();
+        let before = index.neighbours(&Queries::vectors(&a.queries, dim), &SearchRequest::top(10).unwrap()).unwrap();
 
         index.add_source(&source("b", &b, dim, 100)).unwrap();
         assert_ne!(index.fingerprint(), fp_a);
         let b_ids = index.source_ids("b").unwrap();
-        let with_b = index.query_vecs(&a.queries, dim, &QueryOptions::k(10)).unwrap();
+        let with_b = index.neighbours(&Queries::vectors(&a.queries, dim), &SearchRequest::top(10).unwrap()).unwrap();
         for (i, n) in with_b.iter().enumerate() {
             assert_eq!(n.ids[0], b_ids.start + i as u32, "{backend}: query {i}'s own copy in B is its nearest neighbour");
             assert!(n.texts[0].starts_with("b class"));
@@ -127,12 +126,16 @@ fn dynamic_sources_add_then_remove_gives_back_the_original_results() {
 
         index.remove_source("b").unwrap();
         assert_eq!(index.fingerprint(), fp_a, "{backend}: removing B restores A's fingerprint");
-        let after = index.query_vecs(&a.queries, dim, &QueryOptions::k(10)).unwrap();
+        let after = index.neighbours(&Queries::vectors(&a.queries, dim), &SearchRequest::top(10).unwrap()).unwrap();
         assert_eq!(after, before, "{backend}: results after removing B");
         // And they hold across a reopen.
         drop(index);
         let index = RetrievalIndex::open(dir.path()).unwrap();
-        assert_eq!(index.query_vecs(&a.queries, dim, &QueryOptions::k(10)).unwrap(), before, "{backend}: after reopening");
+        assert_eq!(
+            index.neighbours(&Queries::vectors(&a.queries, dim), &SearchRequest::top(10).unwrap()).unwrap(),
+            before,
+            "{backend}: after reopening"
+        );
         assert_eq!(index.stats().unwrap().sources.len(), 1);
     }
 }
@@ -148,8 +151,8 @@ fn drop_self_removes_each_training_item_from_its_own_list() {
         let cfg = IndexConfig { deterministic: true, ..config(backend, Metric::Cosine) };
         let index = RetrievalIndex::build(dir.path(), &cfg, &[source("train", &set.base, dim, 0)]).unwrap();
         let ids: Vec<ItemId> = index.source_ids("train").unwrap().collect();
-        let kept = index.query_items(&ids, &QueryOptions::k(6)).unwrap();
-        let dropped = index.query_items(&ids, &QueryOptions::k(5).drop_self(true)).unwrap();
+        let kept = index.neighbours(&Queries::Items(&ids), &SearchRequest::top(6).unwrap()).unwrap();
+        let dropped = index.neighbours(&Queries::Items(&ids), &SearchRequest::top(5).unwrap().dropping_self(true)).unwrap();
         let mut self_first = 0;
         for ((id, k), d) in ids.iter().zip(&kept).zip(&dropped) {
             assert_eq!(d.ids.len(), 5);
@@ -164,13 +167,21 @@ fn drop_self_removes_each_training_item_from_its_own_list() {
         // source holds no such key; by vector alone it is refused, never a blind first hit.
         let v = index.vectors(&ids[..3]).unwrap();
         let keys: Vec<String> = (0..3).map(|i| format!("train/{i}")).collect();
-        let by_key = index.query_keyed(&v, dim, "train", &keys, &QueryOptions::k(5).drop_self(true)).unwrap();
+        let by_key = index
+            .neighbours(&Queries::Keyed { vectors: &v, dim, source: "train", keys: &keys }, &SearchRequest::top(5).unwrap().dropping_self(true))
+            .unwrap();
         for (i, n) in by_key.iter().enumerate() {
             assert_eq!(n.ids, dropped[i].ids, "{backend}: by key");
         }
-        let strangers = index.query_keyed(&v, dim, "other", &keys, &QueryOptions::k(5).drop_self(true)).unwrap();
-        assert_eq!(strangers, index.query_vecs(&v, dim, &QueryOptions::k(5)).unwrap(), "{backend}: no such source, nothing dropped");
-        let err = index.query_vecs(&v, dim, &QueryOptions::k(5).drop_self(true)).unwrap_err().to_string();
+        let strangers = index
+            .neighbours(&Queries::Keyed { vectors: &v, dim, source: "other", keys: &keys }, &SearchRequest::top(5).unwrap().dropping_self(true))
+            .unwrap();
+        assert_eq!(
+            strangers,
+            index.neighbours(&Queries::vectors(&v, dim), &SearchRequest::top(5).unwrap()).unwrap(),
+            "{backend}: no such source, nothing dropped"
+        );
+        let err = index.neighbours(&Queries::vectors(&v, dim), &SearchRequest::top(5).unwrap().dropping_self(true)).unwrap_err().to_string();
         assert!(err.contains("drop_self needs to know which item each query is"), "{err}");
     }
 }
@@ -185,48 +196,56 @@ fn neighbour_cache_equals_fresh_search_for_every_k_and_is_invalidated_by_source_
         let mut index = RetrievalIndex::build(dir.path(), &config(backend, Metric::Cosine), &[source("train", &set.base, dim, 0)]).unwrap();
         let test = QuerySet::Features { name: "test", vectors: &set.queries, dim };
         let train = QuerySet::Source("train");
-        let (_, o1) = index.neighbour_cache().lists(&test, CacheQuery::new(k_max, k_max, false).unwrap()).unwrap();
-        let (_, o2) = index.neighbour_cache().lists(&train, CacheQuery::new(3, k_max, true).unwrap()).unwrap();
+        let (_, o1) = index.neighbour_cache().lists(&test, SearchRequest::new(k_max, k_max, false).unwrap()).unwrap();
+        let (_, o2) = index.neighbour_cache().lists(&train, SearchRequest::new(3, k_max, true).unwrap()).unwrap();
         assert_eq!((o1, o2), (CacheOutcome::Computed, CacheOutcome::Computed));
         let ids: Vec<ItemId> = index.source_ids("train").unwrap().collect();
         for k in 1..=k_max {
-            let (cached, outcome) = index.neighbour_cache().lists(&test, CacheQuery::new(k, k_max, false).unwrap()).unwrap();
+            let (cached, outcome) = index.neighbour_cache().lists(&test, SearchRequest::new(k, k_max, false).unwrap()).unwrap();
             assert_eq!(outcome, CacheOutcome::Hit, "{backend} k={k}");
-            assert_eq!(cached.hits(), index.search_hits(&set.queries, dim, k, None).unwrap(), "{backend} test k={k}");
-            let (cached, outcome) = index.neighbour_cache().lists(&train, CacheQuery::new(k, k_max, true).unwrap()).unwrap();
+            assert_eq!(
+                cached.hits(),
+                index.search(&Queries::vectors(&set.queries, dim), &SearchRequest::top(k).unwrap()).unwrap(),
+                "{backend} test k={k}"
+            );
+            let (cached, outcome) = index.neighbour_cache().lists(&train, SearchRequest::new(k, k_max, true).unwrap()).unwrap();
             assert_eq!(outcome, CacheOutcome::Hit);
-            assert_eq!(cached.hits(), index.item_hits(&ids, k, true).unwrap(), "{backend} train k={k}");
+            assert_eq!(
+                cached.hits(),
+                index.search(&Queries::Items(&ids), &SearchRequest::top(k).unwrap().dropping_self(true)).unwrap(),
+                "{backend} train k={k}"
+            );
         }
         // Survives a reopen.
         drop(index);
         let mut index = RetrievalIndex::open(dir.path()).unwrap();
         assert_eq!(index.neighbour_cache().entries().unwrap().len(), 2);
-        assert!(index.neighbour_cache().get(&test, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_some());
+        assert!(index.neighbour_cache().get(&test, SearchRequest::new(5, k_max, false).unwrap()).unwrap().is_some());
         // Other queries under the same name are not served from the cache.
         let other = &set.queries[dim..];
         let renamed = QuerySet::Features { name: "test", vectors: other, dim };
-        assert!(index.neighbour_cache().get(&renamed, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_none());
+        assert!(index.neighbour_cache().get(&renamed, SearchRequest::new(5, k_max, false).unwrap()).unwrap().is_none());
         // drop_self asked differently is not served either.
-        assert!(index.neighbour_cache().get(&train, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_none());
+        assert!(index.neighbour_cache().get(&train, SearchRequest::new(5, k_max, false).unwrap()).unwrap().is_none());
         // Adding a source invalidates every entry, and the next lists see the new items.
         let near: Vec<f32> = set.queries.iter().map(|x| x * 1.0001).collect();
         index.add_source(&source("extra", &near, dim, 50)).unwrap();
         assert!(index.neighbour_cache().entries().unwrap().is_empty());
-        assert!(index.neighbour_cache().get(&test, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_none());
-        let (lists, outcome) = index.neighbour_cache().lists(&test, CacheQuery::new(5, k_max, false).unwrap()).unwrap();
+        assert!(index.neighbour_cache().get(&test, SearchRequest::new(5, k_max, false).unwrap()).unwrap().is_none());
+        let (lists, outcome) = index.neighbour_cache().lists(&test, SearchRequest::new(5, k_max, false).unwrap()).unwrap();
         assert_eq!(outcome, CacheOutcome::Computed);
         let extra = index.source_ids("extra").unwrap();
         assert!(extra.contains(&lists.row(0).0[0]), "{backend}: the new source's items are found");
         // Removing it invalidates again.
         index.remove_source("extra").unwrap();
-        assert!(index.neighbour_cache().get(&test, CacheQuery::new(5, k_max, false).unwrap()).unwrap().is_none());
+        assert!(index.neighbour_cache().get(&test, SearchRequest::new(5, k_max, false).unwrap()).unwrap().is_none());
         // k outside 1..=k_max is refused.
-        assert!(matches!(CacheQuery::new(0, k_max, false), Err(Error::Setting { .. })));
-        assert!(matches!(CacheQuery::new(k_max + 1, k_max, false), Err(Error::Setting { .. })));
+        assert!(matches!(SearchRequest::new(0, k_max, false), Err(Error::Setting { .. })));
+        assert!(matches!(SearchRequest::new(k_max + 1, k_max, false), Err(Error::Setting { .. })));
         // A cache deeper than the index is an error that names k_max, not the cache folder.
         let n = index.len();
-        let msg = index.neighbour_cache().lists(&train, CacheQuery::new(1, n, true).unwrap()).unwrap_err().to_string();
-        assert_eq!(msg, format!("field `k_max`: {n} neighbours plus the query itself are more than the index's {n} items"));
+        let msg = index.neighbour_cache().lists(&train, SearchRequest::new(1, n, true).unwrap()).unwrap_err().to_string();
+        assert_eq!(msg, format!("field `k_max`: {n} neighbours plus the query itself are more than the index's {n} items; lower k_max"));
     }
 }
 
@@ -236,7 +255,9 @@ fn recall_on_the_clustered_synthetic_set() {
     let spec = SyntheticSpec { n_base: 5000, n_queries: 100, dim: 96, clusters: 100, subspace: 32, spread: 0.35, noise: 0.02, seed: 11 };
     let set = generate(&spec).unwrap();
     let dim = spec.dim;
-    let mut truth = None;
+    // The truth is a brute force outside the index, so that the exact backend is measured
+    // against something other than itself.
+    let truth = naive(&set.base, &set.queries, dim, 30, Metric::Cosine);
     for backend in Backend::ALL {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(backend, Metric::Cosine);
@@ -245,8 +266,7 @@ fn recall_on_the_clustered_synthetic_set() {
         cfg.arroy.search_k = 1000;
         let index = RetrievalIndex::build(dir.path(), &cfg, &[source("s", &set.base, dim, 0)]).unwrap();
         let got = hits(&index, &set.queries, dim, 30);
-        let truth = truth.get_or_insert_with(|| got.clone());
-        let r30 = recall_at(&got, truth, 30);
+        let r30 = recall_at(&got, &truth, 30);
         let floor = match backend {
             Backend::Exact => 1.0,
             Backend::Hnsw | Backend::Usearch => 0.99,
@@ -260,7 +280,7 @@ fn assert_unchanged(dir: &Path, queries: &[f32], dim: usize, before: &[rac_core:
     let index = RetrievalIndex::open(dir).unwrap();
     assert_eq!(index.len(), items);
     assert!(index.notes().is_empty(), "the committed state opens as it was, nothing repaired: {:?}", index.notes());
-    assert_eq!(index.query_vecs(queries, dim, &QueryOptions::k(5)).unwrap(), before);
+    assert_eq!(index.neighbours(&Queries::vectors(queries, dim), &SearchRequest::top(5).unwrap()).unwrap(), before);
 }
 
 #[test]
@@ -271,13 +291,13 @@ fn an_injected_failure_before_commit_leaves_the_index_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(backend, Metric::Cosine);
         let mut index = RetrievalIndex::build(dir.path(), &cfg, &[source("a", &set.base, dim, 0)]).unwrap();
-        let before = index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+        let before = index.neighbours(&Queries::vectors(&set.queries, dim), &SearchRequest::top(5).unwrap()).unwrap();
         index.set_failpoint(Some(Failpoint::BeforeCommit));
         let err = index.add_source(&source("b", &set.queries, dim, 9)).unwrap_err();
         assert!(err.to_string().contains("injected failure"), "{err}");
         assert!(index.remove_source("a").is_err());
         // The handle itself still answers as before.
-        assert_eq!(index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap(), before);
+        assert_eq!(index.neighbours(&Queries::vectors(&set.queries, dim), &SearchRequest::top(5).unwrap()).unwrap(), before);
         drop(index);
         assert_unchanged(dir.path(), &set.queries, dim, &before, 400);
         // A whole rebuild that fails is not visible either.
@@ -328,7 +348,7 @@ fn killing_a_build_mid_way_leaves_the_previous_index_openable_with_the_same_resu
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let before = RetrievalIndex::open(&dir).unwrap().query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+        let before = RetrievalIndex::open(&dir).unwrap().neighbours(&Queries::vectors(&set.queries, dim), &SearchRequest::top(5).unwrap()).unwrap();
 
         // Rebuild from B, add-source B and remove-source, each killed (SIGKILL) after all its
         // work (for usearch: a new graph generation written), before commit.
@@ -379,7 +399,7 @@ fn killing_a_build_mid_way_leaves_the_previous_index_openable_with_the_same_resu
 fn built(dir: &Path, dim: usize) -> (RetrievalIndex, SyntheticSet, Vec<rac_core::index::Neighbours>) {
     let set = small_set(200, 4, dim, 8);
     let index = RetrievalIndex::build(dir, &config(Backend::Hnsw, Metric::Cosine), &[source("a", &set.base, dim, 0)]).unwrap();
-    let before = index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+    let before = index.neighbours(&Queries::vectors(&set.queries, dim), &SearchRequest::top(5).unwrap()).unwrap();
     (index, set, before)
 }
 
@@ -390,10 +410,9 @@ fn wrong_dimension_is_refused_for_sources_and_queries() {
     let err = index.add_source(&source("b", &set.base[..17 * 10], 17, 0)).unwrap_err();
     assert!(matches!(err, Error::IndexDimension { expected: 16, received: 17, .. }), "{err}");
     assert!(err.to_string().contains("source `b`"), "{err}");
-    let err = index.query_vecs(&set.base[..8 * 3], 8, &QueryOptions::k(5)).unwrap_err();
+    let err = index.neighbours(&Queries::vectors(&set.base[..8 * 3], 8), &SearchRequest::top(5).unwrap()).unwrap_err();
     assert!(matches!(err, Error::IndexDimension { expected: 16, received: 8, .. }), "{err}");
-    let t = candle_core::Tensor::zeros((2, 9), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    assert!(matches!(index.query(&t, &QueryOptions::k(3)), Err(Error::IndexDimension { .. })));
+    assert!(matches!(index.search(&Queries::vectors(&[0.5; 18], 9), &SearchRequest::top(3).unwrap()), Err(Error::IndexDimension { .. })));
     // Sources of mixed dimension in one build are refused too.
     let other = tempfile::tempdir().unwrap();
     let err = RetrievalIndex::build(other.path(), &IndexConfig::default(), &[source("x", &set.base, 16, 0), source("y", &set.base[..40], 8, 0)]);
@@ -406,7 +425,7 @@ fn wrong_dimension_is_refused_for_sources_and_queries() {
 fn empty_index_and_bad_k_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let empty = RetrievalIndex::create(dir.path(), &config(Backend::Exact, Metric::Cosine)).unwrap();
-    let err = empty.query_vecs(&[1.0; 8], 8, &QueryOptions::k(1)).unwrap_err();
+    let err = empty.neighbours(&Queries::vectors(&[1.0; 8], 8), &SearchRequest::top(1).unwrap()).unwrap_err();
     assert!(matches!(err, Error::IndexEmpty { .. }), "{err}");
     assert!(err.to_string().contains("add a source"), "{err}");
     drop(empty);
@@ -416,16 +435,16 @@ fn empty_index_and_bad_k_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (index, set, before) = built(dir.path(), 16);
     let q = &set.queries[..16];
-    for k in [0, 201] {
-        let err = index.query_vecs(q, 16, &QueryOptions::k(k)).unwrap_err();
-        assert!(matches!(err, Error::IndexK { .. }), "k={k}: {err}");
-    }
+    let err = SearchRequest::top(0).unwrap_err();
+    assert!(matches!(&err, Error::Setting { field, .. } if field == "k"), "k=0: {err}");
+    let err = index.neighbours(&Queries::vectors(q, 16), &SearchRequest::top(201).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::IndexK { .. }), "k=201: {err}");
     // 200 neighbours plus the item itself are more than the index holds.
     let first = index.sources().unwrap()[0].first_id;
-    let err = index.query_items(&[first], &QueryOptions::k(200).drop_self(true)).unwrap_err();
+    let err = index.neighbours(&Queries::Items(&[first]), &SearchRequest::top(200).unwrap().dropping_self(true)).unwrap_err();
     assert!(matches!(err, Error::IndexK { .. }) && err.to_string().contains("plus one for drop_self"), "{err}");
-    assert_eq!(index.query_vecs(q, 16, &QueryOptions::k(200)).unwrap()[0].ids.len(), 200);
-    let err = index.query_vecs(&[0.0; 16], 16, &QueryOptions::k(3)).unwrap_err();
+    assert_eq!(index.neighbours(&Queries::vectors(q, 16), &SearchRequest::top(200).unwrap()).unwrap()[0].ids.len(), 200);
+    let err = index.neighbours(&Queries::vectors(&[0.0; 16], 16), &SearchRequest::top(3).unwrap()).unwrap_err();
     assert!(err.to_string().contains("all zeros"), "{err}");
     drop(index);
     assert_unchanged(dir.path(), &set.queries, 16, &before, 200);
@@ -536,11 +555,11 @@ fn a_full_lmdb_map_grows_or_is_reported_with_the_index_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         cfg.max_map_size = 1 << 20;
         let mut index = RetrievalIndex::build(dir.path(), &cfg, &[source("a", &set.base, dim, 0)]).unwrap();
-        let before = index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap();
+        let before = index.neighbours(&Queries::vectors(&set.queries, dim), &SearchRequest::top(5).unwrap()).unwrap();
         let err = index.add_source(&source("big", &big.base, dim, 0)).unwrap_err();
         assert!(matches!(err, Error::IndexMapFull { limit, .. } if limit == 1 << 20), "{backend}: {err}");
         assert!(err.to_string().contains("max_map_size"), "{err}");
-        assert_eq!(index.query_vecs(&set.queries, dim, &QueryOptions::k(5)).unwrap(), before);
+        assert_eq!(index.neighbours(&Queries::vectors(&set.queries, dim), &SearchRequest::top(5).unwrap()).unwrap(), before);
         drop(index);
         assert_unchanged(dir.path(), &set.queries, dim, &before, 300);
     }
@@ -564,8 +583,8 @@ fn bad_config_values_name_their_field() {
 
 #[test]
 fn vote_rules_follow_the_paper_and_dino() {
-    use rac_core::index::VoteRule::*;
-    use rac_core::index::knn_eval::{DINO_TEMPERATURE, vote};
+    use rac_core::knn::VoteRule::*;
+    use rac_core::knn::{DINO_TEMPERATURE, vote};
     let labels = [3, 1, 1, 2, 2, 2];
     let d = [0.01, 0.02, 0.03, 0.5, 0.6, 0.7];
     assert_eq!(vote(&labels, &d, 6, Nearest, Metric::Cosine), Some(3));
@@ -592,7 +611,7 @@ fn retrieval_only_table_reports_balanced_accuracy_per_shot_bucket() {
     };
     let neighbours = vec![n(&[0, 0, 0]), n(&[1, 0, 0]), n(&[1, 1, 0]), n(&[0, 1, 1]), n(&[2, 0, 0]), n(&[0, 2, 2])];
     let truth = [0, 0, 1, 1, 2, 2];
-    let df = rac_core::index::retrieval_only_table(&neighbours, &truth, &[150, 50, 5], 3, Metric::Cosine).unwrap();
+    let df = rac_core::knn::retrieval_only_table(&neighbours, &truth, &[150, 50, 5], 3, Metric::Cosine).unwrap();
     assert_eq!(df.height(), 3);
     let col = |name: &str| {
         let ca = df.column(name).unwrap().f64().unwrap().clone();
@@ -606,13 +625,13 @@ fn retrieval_only_table_reports_balanced_accuracy_per_shot_bucket() {
     let methods: Vec<String> = (0..3).map(|i| df.column("method").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
     assert_eq!(methods, ["1-NN", "majority", "weighted"]);
     // Mismatched inputs are refused.
-    assert!(rac_core::index::retrieval_only_table(&neighbours, &truth[..2], &[1, 1, 1], 3, Metric::Cosine).is_err());
-    assert!(rac_core::index::retrieval_only_table(&neighbours, &truth, &[150, 50, 5], 4, Metric::Cosine).is_err());
+    assert!(rac_core::knn::retrieval_only_table(&neighbours, &truth[..2], &[1, 1, 1], 3, Metric::Cosine).is_err());
+    assert!(rac_core::knn::retrieval_only_table(&neighbours, &truth, &[150, 50, 5], 4, Metric::Cosine).is_err());
 }
 
 #[test]
 fn npy_and_feature_files_round_trip_and_name_their_errors() {
-    use rac_core::index::npy;
+    use rac_core::data::npy;
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x.npy");
     let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
@@ -718,7 +737,7 @@ fn the_index_commands_work_end_to_end() {
     assert_eq!(rows[0]["recall_at_30"], 1.0);
     let out = rac_in(w, &["index", "bench", "--npy", "synth", "--limit-base", "29"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("need at least 30 base vectors"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 30 base vectors"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `rac index bench` without vector arguments benchmarks a data set's training features

@@ -96,8 +96,9 @@ fn reweighting_schemes() {
 fn the_loss_rejects_bad_targets_and_shapes() {
     let loss = LongTailLoss::new(&LossConfig::default(), &[3, 2], &CPU).unwrap();
     let logits = Tensor::zeros((1, 2), candle_core::DType::F32, &CPU).unwrap();
-    let err = loss.forward(&logits, &Tensor::new(&[5u32], &CPU).unwrap()).unwrap_err().to_string();
-    assert!(err.contains("target 5 is out of range"), "{err}");
+    let err = loss.forward(&logits, &Tensor::new(&[5u32], &CPU).unwrap()).unwrap_err();
+    assert!(matches!(err, rac_core::Error::LabelOutOfRange { label: 5, classes: 2, .. }), "{err}");
+    assert!(err.to_string().contains("a target: label 5 is out of range for 2 classes"), "{err}");
     let logits3 = Tensor::zeros((1, 3), candle_core::DType::F32, &CPU).unwrap();
     assert!(loss.forward(&logits3, &Tensor::new(&[0u32], &CPU).unwrap()).is_err());
     assert!(LongTailLoss::new(&LossConfig::default(), &[3, 0], &CPU).is_err(), "an empty class has no prior");

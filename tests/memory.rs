@@ -8,7 +8,7 @@ use std::path::Path;
 use polars::prelude::*;
 use rac_core::data::{DataOverrides, Dataset, class_counts};
 use rac_core::experiment::{Added, Experiment, MemoryPlan, Prepared, RunEnv, runtime_memory};
-use rac_core::index::{CacheQuery, QuerySet};
+use rac_core::index::{Queries, QuerySet, SearchRequest};
 use rac_tests::{cache, manifest, rac, tiny_fashion_set, tiny_fashion_set_with_external};
 
 /// heed opens an LMDB folder once per process, and these tests share the feature store
@@ -68,7 +68,7 @@ fn drop_self_drops_a_hit_only_when_it_is_the_query_item() {
     let data = tempfile::tempdir().unwrap();
     let m = tiny_fashion_set_with_external(data.path(), 6, 2, 3);
     let runs = tempfile::tempdir().unwrap();
-    let query = CacheQuery::new(5, 8, true).unwrap();
+    let query = SearchRequest::new(5, 8, true).unwrap();
 
     // An index of external data only: no training query is one of its items.
     let exp = small(&m, "external-only").with("memory.sources", "[\"external\"]").unwrap();
@@ -80,7 +80,7 @@ fn drop_self_drops_a_hit_only_when_it_is_the_query_item() {
     let (kept, _) = prep.neighbours(query.keeping_self()).unwrap();
     assert_eq!(dropped, kept, "nothing is dropped: the first hit is another image");
     let train: Vec<f32> = prep.train.vectors.flatten_all().unwrap().to_vec1().unwrap();
-    let plain = prep.index.query_vecs(&train, prep.train.dim(), &rac_core::index::QueryOptions::k(5)).unwrap();
+    let plain = prep.index.neighbours(&Queries::vectors(&train, prep.train.dim()), &SearchRequest::top(5).unwrap()).unwrap();
     assert_eq!(dropped, plain);
     drop(prep);
 

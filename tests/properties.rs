@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use rac_core::data::DataManifest;
 use rac_core::data::split_list::SplitList;
 use rac_core::experiment::Experiment;
-use rac_core::index::FeatureFile;
+use rac_core::features::FeatureFile;
 
 fn cases() -> u32 {
     std::env::var("RAC_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
@@ -150,7 +150,7 @@ proptest! {
             match Experiment::parse(path, &text) {
                 // What parses is valid: the checks downstream rely on it.
                 Ok(exp) => {
-                    prop_assert!(exp.cache_query().is_ok() && exp.text_encoder().is_ok() && exp.image_encoder().is_ok());
+                    prop_assert!(exp.retrieval_request().is_ok() && exp.text_encoder().is_ok() && exp.image_encoder().is_ok());
                     prop_assert!(exp.train.epochs >= 1 && exp.train.batch_size >= 1);
                 }
                 Err(e) => prop_assert!(names_file(&e, path), "{e}"),

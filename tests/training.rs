@@ -78,7 +78,7 @@ fn a_killed_run_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let hooks = TrainHooks { stop_after_epoch: Some(2), progress: rac_core::progress::Progress::Hidden };
     let err = run(&ds, &tr, &te, LossKind::Lace, 4, Some(dir.path()), &hooks).err().expect("the hook stops the run");
-    assert!(err.to_string().contains("stopped after epoch 2"), "{err}");
+    assert!(matches!(err, rac_core::Error::TrainingStopped { epoch: 2 }), "{err}");
     assert!(rac_core::train::trainer::checkpoint_path(dir.path()).is_file());
     let resumed = run(&ds, &tr, &te, LossKind::Lace, 4, Some(dir.path()), &TrainHooks::default()).unwrap();
     assert_eq!(resumed.losses, whole.losses, "the log carries over and the remaining epochs match");

@@ -80,12 +80,18 @@ impl DeviceChoice {
             DeviceChoice::Auto => Ok(if cuda_compiled() { Device::new_cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu }),
             DeviceChoice::Cuda(n) => {
                 if !cuda_compiled() {
-                    return Err(Error::InvalidInput(format!(
-                        "{field} = \"cuda:{n}\": CUDA was asked for but this build of rac has no CUDA; \
-                         rebuild with `--features cuda` (README: Building with CUDA), or set {field} = \"cpu\""
-                    )));
+                    return Err(Error::Setting {
+                        field: field.to_string(),
+                        message: format!(
+                            "\"cuda:{n}\": CUDA was asked for but this build of rac has no CUDA; \
+                             rebuild with `--features cuda` (README: Building with CUDA), or set {field} = \"cpu\""
+                        ),
+                    });
                 }
-                Device::new_cuda(n).map_err(|e| Error::InvalidInput(format!("{field} = \"cuda:{n}\": the CUDA device cannot be opened: {e}")))
+                Device::new_cuda(n).map_err(|e| Error::Setting {
+                    field: field.to_string(),
+                    message: format!("\"cuda:{n}\": the CUDA device cannot be opened ({e}); `rac doctor` lists the devices there are"),
+                })
             }
         }
     }

@@ -123,7 +123,7 @@ pub enum Error {
 
     // ---- data --------------------------------------------------------------------------
     /// An image that cannot be read or decoded.
-    #[error("cannot decode image {path}{origin}: {message}", origin = origin_suffix(.origin))]
+    #[error("cannot decode image {path}{origin}: {message}; replace the file, or remove its line from the split list", origin = origin_suffix(.origin))]
     Image {
         /// The image file.
         path: PathBuf,
@@ -200,11 +200,153 @@ pub enum Error {
         message: String,
     },
 
-    /// Input that is wrong for the operation, with the reason.
+    /// Two things that must agree in shape or count do not: a batch and its labels, logits
+    /// and a loss, queries and an index. Said with what was expected and what was found.
+    #[error("{what}: expected {expected}, found {found}")]
+    Shape {
+        /// What disagrees ("retrieval-only evaluation: neighbour lists").
+        what: String,
+        /// What was expected ("500, one per test label").
+        expected: String,
+        /// What was found.
+        found: String,
+    },
+
+    /// Something that needs items has none (an empty split, a study with no cases).
+    #[error("{what} is empty: {hint}")]
+    Empty {
+        /// What is empty.
+        what: String,
+        /// What to do about it.
+        hint: String,
+    },
+
+    /// A label (class id) outside the classes a data set or model has.
+    #[error("{what}: label {label} is out of range for {classes} classes (0 to {last}); check that the labels and the class count come from the same data set", last = .classes.saturating_sub(1))]
+    LabelOutOfRange {
+        /// Where the label was found.
+        what: String,
+        /// The label.
+        label: i64,
+        /// The number of classes.
+        classes: usize,
+    },
+
+    /// A position past the end of what it indexes (an item of a split, a query of a table).
+    #[error("{what} {index} is out of range: there are {len}, numbered from 0")]
+    OutOfRange {
+        /// What the position is of ("item of the training split").
+        what: String,
+        /// The position given.
+        index: usize,
+        /// How many there are.
+        len: usize,
+    },
+
+    /// A table without a column an operation reads (a plot of another table).
+    #[error("{what}: the table has no column {wanted} (it has: {have}); pass the table this was made for")]
+    MissingColumn {
+        /// What reads the table.
+        what: String,
+        /// The column (or columns, one of which will do).
+        wanted: String,
+        /// The columns it has, comma-separated.
+        have: String,
+    },
+
+    /// A data set that lacks a split an operation needs.
+    #[error("data set `{dataset}` has no {split} split{}", hint_suffix(.hint))]
+    MissingSplit {
+        /// The data set's name.
+        dataset: String,
+        /// The split ("training", "external", …).
+        split: String,
+        /// How to give it one.
+        hint: Option<String>,
+    },
+
+    /// A name that is none of the known ones (an asset, a source to add, a run's method).
+    #[error("unknown {what} `{name}`; known: {known}")]
+    UnknownName {
+        /// What the name names.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+
+    /// Two or more runs of a sweep match where one was asked for.
+    #[error("more than one run of method `{method}` ({first}, {second}, …); pick one by name from `rac runs`")]
+    AmbiguousRun {
+        /// The method asked for.
+        method: String,
+        /// The first two matching runs' names.
+        first: String,
+        /// The second.
+        second: String,
+    },
+
+    /// A value that cannot be written in a file's format (a record's TOML).
+    #[error("cannot write {path}: {message}")]
+    Serialize {
+        /// The file.
+        path: PathBuf,
+        /// The serialiser's message.
+        message: String,
+    },
+
+    /// Training stopped where `TrainHooks::stop_after_epoch` asked, after its checkpoint was
+    /// saved: the crash-safety tests' stand-in for a killed run. Not a failure of the run.
+    #[error("training stopped after epoch {epoch} (TrainHooks::stop_after_epoch); run it again to resume from the checkpoint")]
+    TrainingStopped {
+        /// The last epoch trained.
+        epoch: usize,
+    },
+
+    /// A state the code should never reach: a bug in rac, not a problem of the input.
+    #[error("internal error: {0}; this is a bug in rac: please report it with the command or cell that led here")]
+    Internal(String),
+
+    /// Input that is wrong for the operation, with the reason, where no variant above fits.
     #[error("{0}")]
     InvalidInput(String),
 
     // ---- index -------------------------------------------------------------------------
+    /// A source that cannot go into an index as given.
+    #[error("source `{name}`: {message}")]
+    InvalidSource {
+        /// The source's name.
+        name: String,
+        /// What is wrong with it, and what to do.
+        message: String,
+    },
+
+    /// A row that cannot be stored or searched (not finite; all zeros under cosine).
+    #[error("{what}: {problem}")]
+    BadVector {
+        /// Whose row ("source `x`", "the query batch").
+        what: String,
+        /// Which row and why, with what to do.
+        problem: String,
+    },
+
+    /// `drop_self` asked of queries that are no items of the index.
+    #[error("{what}: drop_self needs to know which item each query is; query by item id or by source and key, or keep the query (drop_self = false)")]
+    DropSelfUnknown {
+        /// The queries ("the query batch of {path}", "neighbour lists of `test`").
+        what: String,
+    },
+
+    /// An item id the index does not hold.
+    #[error("{path}: no item with id {id} (removed, or never added); take ids from this index's search results")]
+    UnknownItem {
+        /// The index folder.
+        path: PathBuf,
+        /// The id.
+        id: u32,
+    },
+
     /// A folder that is not a retrieval index (no LMDB environment, or none written by us).
     #[error("{path} is not a retrieval index: {reason}")]
     NotAnIndex {

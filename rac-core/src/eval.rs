@@ -79,7 +79,11 @@ impl ClassTally {
     /// an error naming it (`what` says whose labels).
     pub fn of(predictions: &[usize], truth: &[usize], num_classes: usize, what: &str) -> Result<Self> {
         if predictions.len() != truth.len() {
-            return Err(Error::InvalidInput(format!("{what}: {} predictions for {} labels", predictions.len(), truth.len())));
+            return Err(Error::Shape {
+                what: format!("{what}: predictions"),
+                expected: format!("{}, one per label", truth.len()),
+                found: predictions.len().to_string(),
+            });
         }
         let mut tally = ClassTally::new(num_classes);
         for (&p, &y) in predictions.iter().zip(truth) {
@@ -91,7 +95,7 @@ impl ClassTally {
     /// Count one item of class `label`, a hit or not.
     pub fn add(&mut self, label: usize, hit: bool, what: &str) -> Result<()> {
         let n = self.items.len();
-        let items = self.items.get_mut(label).ok_or_else(|| Error::InvalidInput(format!("{what}: label {label} is out of range (0..{n})")))?;
+        let items = self.items.get_mut(label).ok_or_else(|| Error::LabelOutOfRange { what: what.to_string(), label: label as i64, classes: n })?;
         *items += 1;
         self.hits[label] += usize::from(hit);
         Ok(())
@@ -153,10 +157,18 @@ impl BucketMeans {
 pub fn evaluate(branch: Branch, logits: &Tensor, labels: &[usize], train_counts: &[usize]) -> Result<BranchMetrics> {
     let (n, c) = logits.dims2()?;
     if n != labels.len() {
-        return Err(Error::InvalidInput(format!("{n} rows of logits for {} labels", labels.len())));
+        return Err(Error::Shape {
+            what: "evaluation: rows of logits".into(),
+            expected: format!("{}, one per label", labels.len()),
+            found: n.to_string(),
+        });
     }
     if c != train_counts.len() {
-        return Err(Error::InvalidInput(format!("{c} logit columns for {} classes", train_counts.len())));
+        return Err(Error::Shape {
+            what: "evaluation: logit columns".into(),
+            expected: format!("{}, one per class", train_counts.len()),
+            found: c.to_string(),
+        });
     }
     let top = top_k(logits, 5)?;
     let (mut top1, mut top5) = (ClassTally::new(c), ClassTally::new(c));
@@ -231,10 +243,10 @@ pub fn text_table(df: &DataFrame) -> String {
 }
 
 /// Stack tables with the same columns into one, in order (sweeps, run lists, demo tables);
-/// `empty` is the error's message when there is none.
+/// `empty` says what was to be stacked, for the error when there is none.
 pub fn vstack_all(frames: impl IntoIterator<Item = DataFrame>, empty: &str) -> Result<DataFrame> {
     let mut frames = frames.into_iter();
-    let mut table = frames.next().ok_or_else(|| Error::InvalidInput(empty.to_string()))?;
+    let mut table = frames.next().ok_or_else(|| Error::Empty { what: empty.to_string(), hint: "give at least one table".into() })?;
     for f in frames {
         table.vstack_mut_owned(f)?;
     }

@@ -6,7 +6,7 @@ use base64::Engine;
 use image::DynamicImage;
 use rac_core::data::{Dataset, Split, SplitKind};
 use rac_core::experiment::Prepared;
-use rac_core::index::QueryOptions;
+use rac_core::index::{Queries, SearchRequest};
 use rac_core::{Error, Result};
 
 use crate::display::{Bundle, NotebookDisplay, escape};
@@ -16,7 +16,7 @@ use crate::figure::{Chart, SeriesKind};
 pub fn img_tag(img: &DynamicImage, px: u32, alt: &str) -> Result<String> {
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| Error::InvalidInput(format!("cannot encode image `{alt}` as PNG: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot encode image `{alt}` as PNG: {e}")))?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
     Ok(format!("<img src=\"data:image/png;base64,{b64}\" width=\"{px}\" alt=\"{}\" style=\"image-rendering:pixelated\">", escape(alt)))
 }
@@ -31,7 +31,7 @@ pub struct ImageGrid {
 }
 
 fn split_of(dataset: &Dataset, kind: SplitKind) -> Result<&Split> {
-    dataset.split(kind).ok_or_else(|| Error::InvalidInput(format!("data set `{}` has no {} split", dataset.name(), kind.name())))
+    dataset.split(kind).ok_or_else(|| Error::MissingSplit { dataset: dataset.name().to_string(), split: kind.name().to_string(), hint: None })
 }
 
 /// Images `items` of a split, captioned with their class texts, `columns` per row.
@@ -118,19 +118,21 @@ fn row_of(split: &Split, id: &str) -> Option<usize> {
 pub fn retrieval_panel(prep: &Prepared, query: usize, k: usize) -> Result<RetrievalPanel> {
     let n = prep.eval.ids.len();
     if query >= n {
-        return Err(Error::InvalidInput(format!("retrieval_panel: query {query} but the {} split has {n} items", prep.eval_split)));
+        return Err(Error::OutOfRange { what: format!("retrieval_panel: query of the {} split", prep.eval_split), index: query, len: n });
     }
     let ds = &prep.dataset;
-    let eval_split = ds
-        .split(prep.eval_split.source())
-        .ok_or_else(|| Error::InvalidInput(format!("data set `{}` has no {} split", ds.name(), prep.eval_split)))?;
+    let eval_split = ds.split(prep.eval_split.source()).ok_or_else(|| Error::MissingSplit {
+        dataset: ds.name().to_string(),
+        split: prep.eval_split.to_string(),
+        hint: None,
+    })?;
     let row = row_of(eval_split, &prep.eval.ids[query])
-        .ok_or_else(|| Error::InvalidInput(format!("retrieval_panel: item {} is not in the data set", prep.eval.ids[query])))?;
+        .ok_or_else(|| Error::Internal(format!("retrieval_panel: item {} of the prepared features is not in the data set", prep.eval.ids[query])))?;
     let true_label = prep.eval.labels[query] as u32;
     let true_text = ds.class_texts[true_label as usize].clone();
     let image = img_tag(&eval_split.image(row)?, 112, &format!("query: {true_text}"))?;
     let vector: Vec<f32> = prep.eval.vectors.get(query)?.to_vec1()?;
-    let hits = prep.index.query_vecs(&vector, vector.len(), &QueryOptions::k(k))?.remove(0);
+    let hits = prep.index.neighbours(&Queries::vectors(&vector, vector.len()), &SearchRequest::top(k)?)?.remove(0);
     let items = prep.index.items(&hits.ids)?;
     let mut neighbours = Vec::with_capacity(hits.ids.len());
     for (i, item) in items.iter().enumerate() {

@@ -63,6 +63,7 @@ pub mod prelude {
     #[cfg(feature = "lazy")]
     pub use polars::prelude::{IntoLazy, col, lit};
     pub use rac_core::assets::AssetCache;
+    pub use rac_core::bench::{self, BenchRow, BenchSpec};
     pub use rac_core::data::{Dataset, SplitKind};
     pub use rac_core::eval::{rows_with, select_as, vstack_all};
     pub use rac_core::experiment::demo::{demo_recipe, method_experiments, rac_branches, stacked_metrics, table3};
@@ -70,8 +71,7 @@ pub mod prelude {
         self, Added, ContentGrid, Experiment, MemoryPlan, Prepared, Provenance, RunEnv, RunRecord, Sweep, TextEncoderKind, by_method, index_content,
         list_runs, load_runs, run, runtime_memory, sweep, sweep_list,
     };
-    pub use rac_core::index::bench::{self, BenchRow, BenchSpec};
-    pub use rac_core::index::{Backend, IndexConfig, Metric, QueryOptions, RetrievalIndex, Source};
+    pub use rac_core::index::{Backend, IndexConfig, Metric, Queries, RetrievalIndex, SearchRequest, Source};
     pub use rac_core::model::{LossKind, Mode, Reweighting};
     pub use rac_core::{Error, Result};
     pub use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The paper's views as charts, each built from the table a notebook already has (a sweep
 //! table, a per-class table, a bench table). Every helper names the column it misses.
 
-use polars::prelude::{DataFrame, DataType};
+use polars::prelude::{DataFrame, DataType, PolarsError};
 use rac_core::{Error, Result};
 
 use crate::figure::{Chart, SeriesKind};
@@ -10,21 +10,28 @@ use crate::figure::{Chart, SeriesKind};
 fn pick<'a>(df: &DataFrame, names: &[&'a str], plot: &str) -> Result<&'a str> {
     names.iter().copied().find(|n| df.column(n).is_ok()).ok_or_else(|| {
         let have: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
-        Error::InvalidInput(format!("{plot}: the table needs a column {} (it has: {})", names.join(" or "), have.join(", ")))
+        Error::MissingColumn { what: plot.to_string(), wanted: names.join(" or "), have: have.join(", ") }
     })
+}
+
+/// The error of a column `df` lacks.
+fn missing(df: &DataFrame, name: &str) -> Error {
+    let have: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
+    Error::MissingColumn { what: "a plot".into(), wanted: format!("`{name}`"), have: have.join(", ") }
 }
 
 /// A column as f64 (numbers, or strings that hold numbers, as sweep tables do).
 pub fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
-    let col = df.column(name).map_err(|_| Error::InvalidInput(format!("the table has no column `{name}`")))?;
-    let cast = col.cast(&DataType::Float64).map_err(|e| Error::InvalidInput(format!("column `{name}` is not numeric: {e}")))?;
-    let ca = cast.f64().map_err(|e| Error::InvalidInput(format!("column `{name}`: {e}")))?;
+    let col = df.column(name).map_err(|_| missing(df, name))?;
+    let not_numbers = |e: PolarsError| Error::Shape { what: format!("column `{name}`"), expected: "numbers".into(), found: e.to_string() };
+    let cast = col.cast(&DataType::Float64).map_err(not_numbers)?;
+    let ca = cast.f64().map_err(not_numbers)?;
     Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())
 }
 
 /// A column as strings (numbers are formatted).
 pub fn str_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
-    let col = df.column(name).map_err(|_| Error::InvalidInput(format!("the table has no column `{name}`")))?;
+    let col = df.column(name).map_err(|_| missing(df, name))?;
     (0..col.len()).map(|i| Ok(col.get(i).map(|v| rac_core::eval::format_value(&v)).unwrap_or_default())).collect()
 }
 
@@ -209,7 +216,8 @@ pub fn plot_per_class_accuracy(per_class: &DataFrame) -> Result<Chart> {
     order.sort_by(|&a, &b| counts[b].total_cmp(&counts[a]).then(a.cmp(&b)));
     let branches: Vec<String> = per_class.get_column_names().iter().map(|c| c.to_string()).filter(|c| c.starts_with("acc_")).collect();
     if branches.is_empty() {
-        return Err(Error::InvalidInput("plot_per_class_accuracy: the table has no `acc_<branch>` column".into()));
+        let have: Vec<String> = per_class.get_column_names().iter().map(|c| c.to_string()).collect();
+        return Err(Error::MissingColumn { what: "plot_per_class_accuracy".into(), wanted: "`acc_<branch>`".into(), have: have.join(", ") });
     }
     let n = order.len();
     let window = (n / 10).max(1) | 1;

@@ -3,12 +3,13 @@
 
 use polars::prelude::*;
 use rac_core::assets::{self, AssetCache};
+use rac_core::bench::BenchRow;
 use rac_core::data::Dataset;
 use rac_core::eval::vstack_all;
 use rac_core::experiment::Prepared;
 use rac_core::experiment::prepared::source_of;
-use rac_core::index::bench::BenchRow;
-use rac_core::index::{CacheQuery, Neighbours, QueryOptions, QuerySet, RetrievalIndex, Source, retrieval_only_table};
+use rac_core::index::{Neighbours, Queries, RetrievalIndex, SearchRequest, Source};
+use rac_core::knn::retrieval_only_table;
 use rac_core::{Error, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -47,18 +48,14 @@ fn eval_vectors(prep: &Prepared) -> Result<Vec<f32>> {
 /// The neighbours of every evaluation item in `index`.
 pub fn eval_neighbours(prep: &Prepared, index: &RetrievalIndex, k: usize) -> Result<Vec<Neighbours>> {
     let v = eval_vectors(prep)?;
-    index.query_vecs(&v, prep.eval.dim(), &QueryOptions::k(k))
+    index.neighbours(&Queries::vectors(&v, prep.eval.dim()), &SearchRequest::top(k)?)
 }
 
 /// The retrieval-only table (the paper's Table 4: 1-NN, majority and distance-weighted vote
 /// over `k`, overall and per bucket) of the prepared index, read through its neighbour cache.
 pub fn knn_table(prep: &mut Prepared, k: usize) -> Result<DataFrame> {
+    let nb = prep.eval_neighbours(SearchRequest::at_default_depth(k, prep.index.len())?)?;
     let counts = &prep.train_counts;
-    let v = eval_vectors(prep)?;
-    let name = format!("{}-{}", prep.eval_split.name(), prep.eval.meta.key.hash());
-    let k_max = k.max(50).min(prep.index.len());
-    let set = QuerySet::Features { name: &name, vectors: &v, dim: prep.eval.dim() };
-    let nb = prep.index.neighbour_cache().neighbours(&set, CacheQuery::new(k, k_max, false)?)?;
     let labels: Vec<u32> = prep.eval.labels.iter().map(|&l| l as u32).collect();
     retrieval_only_table(&nb, &labels, counts, k, prep.index.config().metric)
 }
@@ -96,9 +93,13 @@ pub fn bench_frame(rows: &[BenchRow]) -> Result<DataFrame> {
 /// The value at a dotted key (`retrieval.k`) of an experiment, as text.
 pub fn config_value(exp: &rac_core::experiment::Experiment, dotted: &str) -> Result<String> {
     let text = exp.to_toml();
-    let mut v: toml::Value = toml::from_str(&text).map_err(|e| Error::InvalidInput(format!("experiment `{}`: {e}", exp.name)))?;
+    let mut v: toml::Value = toml::from_str(&text).map_err(|e| Error::Internal(format!("experiment `{}` does not read back: {e}", exp.name)))?;
     for part in dotted.split('.') {
-        v = v.get(part).cloned().ok_or_else(|| Error::InvalidInput(format!("experiments have no key `{dotted}`")))?;
+        v = v.get(part).cloned().ok_or_else(|| Error::UnknownName {
+            what: "experiment key",
+            name: dotted.to_string(),
+            known: "the keys of `exp.to_toml()`".into(),
+        })?;
     }
     Ok(match v {
         toml::Value::String(s) => s,

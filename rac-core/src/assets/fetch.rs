@@ -144,7 +144,13 @@ fn build_asset_dir(spec: &AssetSpec, package: &Path, dir: &Path, log: &mut dyn F
             "legacy_pth_to_safetensors" => {
                 super::pth::convert_legacy_pth(&dir.join(&conv.from), &dir.join(&conv.to))?;
             }
-            other => return Err(Error::InvalidInput(format!("asset `{}`: unknown conversion `{other}`", spec.name))),
+            other => {
+                return Err(Error::UnknownName {
+                    what: "asset conversion",
+                    name: format!("{other}` (asset `{}`", spec.name),
+                    known: "see assets/registry.toml".into(),
+                });
+            }
         }
         if !conv.sha256.is_empty() {
             fsio::verify_sha256(&dir.join(&conv.to), &conv.sha256, Some("the converter's output changed".into()))?;

@@ -108,7 +108,7 @@ pub fn registry() -> Vec<AssetSpec> {
 pub fn spec(name: &str) -> Result<AssetSpec> {
     let all = registry();
     let names: Vec<String> = all.iter().map(|a| a.name.clone()).collect();
-    all.into_iter().find(|a| a.name == name).ok_or_else(|| Error::InvalidInput(format!("unknown asset `{name}`; known assets: {}", names.join(", "))))
+    all.into_iter().find(|a| a.name == name).ok_or_else(|| Error::UnknownName { what: "asset", name: name.to_string(), known: names.join(", ") })
 }
 
 /// The asset cache folder.

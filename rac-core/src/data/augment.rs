@@ -246,7 +246,7 @@ impl Augment {
         let m = if c.magnitude_std > 0.0 {
             // Box–Muller: one normal draw from two uniforms.
             let (u1, u2): (f64, f64) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
-            c.magnitude + c.magnitude_std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+            c.magnitude + c.magnitude_std * crate::vectors::box_muller(u1, u2).0
         } else {
             c.magnitude
         };

@@ -96,7 +96,7 @@ impl Split {
     /// Decode image `i`.
     pub fn image(&self, i: usize) -> Result<DynamicImage> {
         if i >= self.len() {
-            return Err(Error::InvalidInput(format!("{} split has {} items; index {i} is out of range", self.kind.name(), self.len())));
+            return Err(Error::OutOfRange { what: format!("item of the {} split", self.kind.name()), index: i, len: self.len() });
         }
         match &self.images {
             Images::Idx { file, array, indices } => {
@@ -110,10 +110,9 @@ impl Split {
             }
             Images::Files { list, root } => {
                 let entry = &list.entries[i];
-                let root = root.as_ref().ok_or_else(|| {
-                    Error::InvalidInput(
-                        "the image root is not set: pass --image-root DIR, set RAC_IMAGE_ROOT, or set `split_list.image_root` in the manifest".into(),
-                    )
+                let root = root.as_ref().ok_or_else(|| Error::Setting {
+                    field: "split_list.image_root".into(),
+                    message: "the image root is not set: pass --image-root DIR, set RAC_IMAGE_ROOT, or set it in the manifest".into(),
                 })?;
                 let path = root.join(&entry.path);
                 let origin = Some(list.origin(entry));
@@ -127,7 +126,11 @@ impl Split {
     /// A split of images held in memory (benches, notebooks' own images); one label each.
     pub fn in_memory(kind: SplitKind, images: Vec<DynamicImage>, labels: Vec<usize>) -> Result<Self> {
         if images.len() != labels.len() {
-            return Err(Error::InvalidInput(format!("{} images but {} labels", images.len(), labels.len())));
+            return Err(Error::Shape {
+                what: "an in-memory split's labels".into(),
+                expected: format!("{}, one per image", images.len()),
+                found: labels.len().to_string(),
+            });
         }
         Ok(Split { kind, labels, images: Images::Memory(Arc::new(images)) })
     }
@@ -311,7 +314,14 @@ fn load_split_lists(manifest: DataManifest, manifest_path: &Path, overrides: &Da
             return Err(Error::MissingFile { what: "split file".into(), path, hint: Some("check --split-dir / RAC_SPLIT_DIR".into()) });
         }
         if let Some(sha) = &f.sha256 {
-            fsio::verify_sha256(&path, sha, Some(format!("the manifest {} records another version of this split file", manifest_path.display())))?;
+            fsio::verify_sha256(
+                &path,
+                sha,
+                Some(format!(
+                    "the manifest {} records another version of this split file: restore the file, or record its new sha256 there",
+                    manifest_path.display()
+                )),
+            )?;
         }
         SplitList::read(&path, n)
     };
@@ -354,7 +364,7 @@ fn check_no_gaps(labels: &[usize], n: usize, file: &Path) -> Result<()> {
     Err(Error::Labels {
         path: file.into(),
         message: format!(
-            "label gap: {} of {n} classes have no training image (class {}{})",
+            "label gap: {} of {n} classes have no training image (class {}{}); add training images of them, or renumber the classes without them",
             missing.len(),
             shown.join(", "),
             if missing.len() > 10 { ", …" } else { "" }

@@ -198,19 +198,18 @@ impl EpochLoader {
         epoch: usize,
     ) -> Result<Self> {
         if config.batch_size == 0 || config.workers == 0 || config.prefetch == 0 {
-            return Err(Error::InvalidInput(format!(
-                "the image loader needs a batch size, workers and prefetch of at least 1 (got {}, {}, {})",
-                config.batch_size, config.workers, config.prefetch
-            )));
+            return Err(Error::Setting {
+                field: "loader".into(),
+                message: format!(
+                    "the batch size, workers and prefetch must each be at least 1 (got {}, {}, {})",
+                    config.batch_size, config.workers, config.prefetch
+                ),
+            });
         }
         let base: Vec<usize> = match items {
             Some(items) => {
                 if let Some(&bad) = items.iter().find(|&&i| i >= split.len()) {
-                    return Err(Error::InvalidInput(format!(
-                        "item {bad} is out of range: the {} split has {} items",
-                        split.kind.name(),
-                        split.len()
-                    )));
+                    return Err(Error::OutOfRange { what: format!("item of the {} split", split.kind.name()), index: bad, len: split.len() });
                 }
                 items.to_vec()
             }
@@ -224,10 +223,10 @@ impl EpochLoader {
         for w in 0..config.workers.min(batches.max(1)) {
             let (tx, rx) = sync_channel(config.prefetch);
             let work = Arc::clone(&work);
-            let handle = std::thread::Builder::new()
-                .name(format!("rac-loader-{w}"))
-                .spawn(move || work.run(w, tx))
-                .map_err(|e| Error::InvalidInput(format!("could not start an image-loader thread: {e}")))?;
+            let handle = std::thread::Builder::new().name(format!("rac-loader-{w}")).spawn(move || work.run(w, tx)).map_err(|e| Error::Setting {
+                field: "base_encoder.workers".into(),
+                message: format!("could not start image-loader thread {w} ({e}); use fewer workers"),
+            })?;
             receivers.push(rx);
             workers.push(handle);
         }
@@ -248,7 +247,7 @@ impl Iterator for EpochLoader {
             return None;
         }
         let rx = &self.receivers[self.next % self.receivers.len()];
-        let item = rx.recv().unwrap_or_else(|_| Err(Error::InvalidInput("an image-loader thread stopped without a batch".into())));
+        let item = rx.recv().unwrap_or_else(|_| Err(Error::Internal("an image-loader thread stopped without a batch".into())));
         self.failed = item.is_err();
         self.next += 1;
         Some(item)

@@ -229,7 +229,8 @@ impl DataOverrides {
 impl DataManifest {
     /// Read, parse and validate a manifest file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = fsio::read_to_string(path, "data manifest")?;
+        let text = fsio::read_to_string(path, "data manifest")
+            .map_err(|e| e.with_hint("a relative path starts at the working folder; `data-manifests/` holds the packaged ones"))?;
         Self::parse(path, &text)
     }
 
@@ -277,7 +278,7 @@ impl DataManifest {
             if let Some(n) = c.count
                 && c.texts.len() != n
             {
-                return Err(field("classes.texts", format!("has {} texts but `classes.count` is {n}", c.texts.len())));
+                return Err(field("classes.texts", format!("has {} texts but `classes.count` is {n}; give one text per class", c.texts.len())));
             }
         }
         if let Some(lt) = &self.long_tail {

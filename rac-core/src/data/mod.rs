@@ -10,8 +10,10 @@ pub mod idx;
 pub mod loader;
 pub mod longtail;
 pub mod manifest;
+pub mod npy;
 pub mod preprocess;
 pub mod split_list;
+pub mod synthetic;
 pub mod thinning;
 
 pub use augment::{Augment, AugmentConfig};

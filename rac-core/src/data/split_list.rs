@@ -50,17 +50,20 @@ impl SplitList {
             let err = |message: String| Error::Parse { path: file.to_path_buf(), line, message };
             // The label is the last field, so a path may hold spaces (`train/ice cream/1.jpg 3`).
             let Some((path, label)) = trimmed.rsplit_once(char::is_whitespace).map(|(p, l)| (p.trim_end(), l)) else {
-                return Err(err(format!("expected `path label`, found `{trimmed}`")));
+                return Err(err(format!("expected `path label`, found `{trimmed}`; write the image path, a space, then its class id")));
             };
-            let label: i64 = label.parse().map_err(|_| err(format!("label `{label}` is not an integer")))?;
+            let label: i64 =
+                label.parse().map_err(|_| err(format!("label `{label}` is not an integer; the last field of a line is the class id (0, 1, …)")))?;
             if label < 0 {
-                return Err(err(format!("label {label} is negative")));
+                return Err(err(format!("label {label} is negative; class ids start at 0")));
             }
             let label = label as usize;
             if let Some(n) = num_classes
                 && label >= n
             {
-                return Err(err(format!("label {label} is out of range: the manifest declares {n} classes (0..{n})")));
+                return Err(err(format!(
+                    "label {label} is out of range: the manifest declares {n} classes (0..{n}); fix the label, or `classes.count` in the manifest"
+                )));
             }
             entries.push(SplitEntry { path: path.to_string(), label, line });
         }

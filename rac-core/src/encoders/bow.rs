@@ -30,7 +30,7 @@ use crate::fsio;
 /// The words of a text: lower-cased, split by BERT's pre-tokeniser.
 pub fn words(text: &str) -> Result<Vec<String>> {
     let mut pts = PreTokenizedString::from(text.to_lowercase());
-    BertPreTokenizer.pre_tokenize(&mut pts).map_err(|e| Error::InvalidInput(format!("splitting `{text}` into words: {e}")))?;
+    BertPreTokenizer.pre_tokenize(&mut pts).map_err(|e| Error::Internal(format!("the word splitter failed on `{text}`: {e}")))?;
     Ok(pts.get_splits(OffsetReferential::Original, OffsetType::Byte).into_iter().map(|(s, _, _)| s.to_string()).collect())
 }
 
@@ -44,10 +44,9 @@ mod rand_distr_free {
         while out.len() < dim {
             let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
             let u2: f64 = rng.random();
-            let r = (-2.0 * u1.ln()).sqrt();
-            let t = std::f64::consts::TAU * u2;
-            out.push((r * t.cos()) as f32 * std);
-            out.push((r * t.sin()) as f32 * std);
+            let (a, b) = crate::vectors::box_muller(u1, u2);
+            out.push(a as f32 * std);
+            out.push(b as f32 * std);
         }
         out.truncate(dim);
         out
@@ -73,7 +72,10 @@ impl RandomBow {
     /// A `dim`-dimensional encoder; texts keep their first `max_tokens` words.
     pub fn new(dim: usize, seed: u64, max_tokens: usize, device: &Device) -> Result<Self> {
         if dim == 0 || max_tokens == 0 {
-            return Err(Error::InvalidInput("bag-of-words: the dimension and the maximum number of words must be at least 1".into()));
+            return Err(Error::Setting {
+                field: "bag-of-words".into(),
+                message: "the dimension and the maximum number of words must be at least 1".into(),
+            });
         }
         Ok(RandomBow { dim, seed, max_tokens, device: device.clone() })
     }
@@ -103,7 +105,7 @@ impl TextEncoder for RandomBow {
     /// Ids are 32-bit word keys (not a vocabulary index); 0 is padding.
     fn tokenize(&self, texts: &[&str]) -> Result<TokenBatch> {
         if texts.is_empty() {
-            return Err(Error::InvalidInput("empty batch: nothing to tokenise".into()));
+            return Err(Error::Empty { what: "the batch of texts".into(), hint: "give at least one text".into() });
         }
         let per_text: Vec<Vec<u32>> =
             texts.iter().map(|t| Ok(words(t)?.iter().take(self.max_tokens).map(|w| word_id(w)).collect())).collect::<Result<_>>()?;
@@ -182,7 +184,10 @@ impl LearnedBow {
             set.extend(words(t)?);
         }
         if set.is_empty() {
-            return Err(Error::InvalidInput("learned bag-of-words: the texts have no word to build a vocabulary from".into()));
+            return Err(Error::Empty {
+                what: "the learned bag-of-words vocabulary".into(),
+                hint: "its class texts have no word; give the data set's classes texts".into(),
+            });
         }
         let vocabulary: Vec<String> = [PAD.to_string(), UNK.to_string()].into_iter().chain(set).collect();
         let (found_rows, dim, glove_sha) = match glove {
@@ -193,7 +198,10 @@ impl LearnedBow {
             None => (HashMap::new(), dim, None),
         };
         if dim == 0 || max_tokens == 0 {
-            return Err(Error::InvalidInput("bag-of-words: the dimension and the maximum number of words must be at least 1".into()));
+            return Err(Error::Setting {
+                field: "bag-of-words".into(),
+                message: "the dimension and the maximum number of words must be at least 1".into(),
+            });
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut init = Vec::with_capacity(vocabulary.len() * dim);
@@ -209,7 +217,7 @@ impl LearnedBow {
         let varmap = VarMap::new();
         let var = Var::from_tensor(&table)?;
         let embedding = Embedding::new(var.as_tensor().clone(), dim);
-        varmap.data().lock().map_err(|_| Error::InvalidInput("the VarMap lock is poisoned".into()))?.insert("embeddings.weight".into(), var);
+        varmap.data().lock().map_err(|_| Error::Internal("the VarMap lock is poisoned".into()))?.insert("embeddings.weight".into(), var);
 
         let vocab_json: serde_json::Map<String, serde_json::Value> =
             vocabulary.iter().enumerate().map(|(i, w)| (w.clone(), serde_json::Value::from(i))).collect();

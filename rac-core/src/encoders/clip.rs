@@ -256,10 +256,10 @@ impl ClipTextEncoder {
         let vocab_size = config.vocab_size.ok_or_else(|| required("vocab_size"))?;
         let max_positions = config.max_position_embeddings.ok_or_else(|| required("max_position_embeddings"))?;
         if max_tokens > max_positions {
-            return Err(Error::InvalidInput(format!(
-                "{}: at most {max_positions} tokens fit the position embeddings; {max_tokens} were asked for",
-                config_path.display()
-            )));
+            return Err(Error::Setting {
+                field: "retrieval.max_tokens".into(),
+                message: format!("{max_tokens}: at most {max_positions} tokens fit the position embeddings of {}; lower it", config_path.display()),
+            });
         }
         let cfg = ClipTextConfig {
             vocab_size,

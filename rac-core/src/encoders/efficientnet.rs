@@ -111,7 +111,7 @@ impl EfficientNetConfig {
 impl EfficientNetConfig {
     /// Check the values a hand-written config could get wrong; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: String, message: &str| Err(Error::InvalidInput(format!("efficientnet config: `{field}` {message}")));
+        let bad = |field: String, message: &str| Err(Error::Setting { field: format!("efficientnet.{field}"), message: message.to_string() });
         if self.stages.is_empty() {
             return bad("stages".into(), "must list at least one stage");
         }
@@ -299,7 +299,11 @@ impl EfficientNet {
     fn stem_nhwc(&self, pixels: &Tensor, kernels: Kernels) -> Result<Tensor> {
         let (_, c, h, w) = pixels.dims4()?;
         if c != 3 {
-            return Err(Error::InvalidInput(format!("efficientnet stem: expected 3 channels, found shape {:?}", pixels.dims())));
+            return Err(Error::Shape {
+                what: "efficientnet stem: the pixels".into(),
+                expected: "3 channels".into(),
+                found: format!("shape {:?}", pixels.dims()),
+            });
         }
         let (n, oh, ow) = (pixels.dim(0)?, h.div_ceil(2), w.div_ceil(2));
         if kernels == Kernels::Auto && pixels.device().is_cpu() {

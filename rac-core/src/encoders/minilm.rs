@@ -21,9 +21,10 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 
 use super::tokenize::{DEFAULT_MAX_TOKENS, TextTokenizer, TokenBatch};
 use super::weights::Weights;
-use super::{TextEncoder, l2_normalize, masked_mean};
+use super::{TextEncoder, masked_mean};
 use crate::error::{Error, Result};
 use crate::fsio;
+use crate::vectors::l2_normalise;
 
 /// A sentence-transformers BERT: mean pooling over the mask, then L2 normalisation.
 pub struct MiniLm {
@@ -81,11 +82,14 @@ impl MiniLm {
             });
         }
         if max_tokens > config.max_position_embeddings {
-            return Err(Error::InvalidInput(format!(
-                "{}: at most {} tokens fit the position embeddings; {max_tokens} were asked for",
-                config_path.display(),
-                config.max_position_embeddings
-            )));
+            return Err(Error::Setting {
+                field: "retrieval.max_tokens".into(),
+                message: format!(
+                    "{max_tokens}: at most {} tokens fit the position embeddings of {}; lower it",
+                    config.max_position_embeddings,
+                    config_path.display()
+                ),
+            });
         }
         // `modules.json` lists a `Normalize` module for all-MiniLM-L6-v2; without the file,
         // normalise (the published model does).
@@ -138,7 +142,7 @@ impl TextEncoder for MiniLm {
     }
     fn pool(&self, batch: &TokenBatch) -> Result<Tensor> {
         let pooled = masked_mean(&self.token_features(batch)?, &batch.mask)?;
-        if self.normalize { l2_normalize(&pooled) } else { Ok(pooled) }
+        if self.normalize { l2_normalise(&pooled) } else { Ok(pooled) }
     }
     fn varmap(&self) -> Option<&VarMap> {
         Some(&self.varmap)

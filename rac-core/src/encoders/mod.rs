@@ -94,12 +94,11 @@ pub trait ImageEncoder: Send + Sync {
     /// Encode decoded images with the given preprocessing, whose crop must be the input size.
     fn encode_with(&self, images: &[DynamicImage], pre: &Preprocess) -> Result<Tensor> {
         if pre.crop as usize != self.input_size() {
-            return Err(Error::InvalidInput(format!(
-                "{}: wrong image size: the preprocessing crops to {} px but the encoder takes {} px",
-                self.name(),
-                pre.crop,
-                self.input_size()
-            )));
+            return Err(Error::Shape {
+                what: format!("{}: the preprocessing's crop", self.name()),
+                expected: format!("{} px, the encoder's input size", self.input_size()),
+                found: format!("{} px", pre.crop),
+            });
         }
         let pixels = pixels::images_to_pixels(images, pre, self.device())?;
         self.forward(&pixels)
@@ -148,7 +147,7 @@ pub trait TextEncoder: Send + Sync {
     /// Pooled features `[n, d]` of a batch of strings.
     fn encode(&self, texts: &[&str]) -> Result<Tensor> {
         if texts.is_empty() {
-            return Err(Error::InvalidInput(format!("{}: empty batch: a text encoder needs at least one text", self.name())));
+            return Err(Error::Empty { what: format!("{}: the batch of texts", self.name()), hint: "give at least one text".into() });
         }
         self.pool(&self.tokenize(texts)?)
     }
@@ -158,12 +157,6 @@ pub trait TextEncoder: Send + Sync {
     fn varmap(&self) -> Option<&VarMap> {
         None
     }
-}
-
-/// Row-wise L2 normalisation of `[n, d]`; zero rows stay zero.
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
-    Ok(x.broadcast_div(&norm)?)
 }
 
 /// The mean over the tokens where `mask` is 1: `x` is `[n, len, d]`, `mask` is `[n, len]`.

@@ -15,10 +15,13 @@ use crate::error::{Error, Result};
 /// the three channels whatever `grey_to_rgb` says, since the encoders take RGB.
 pub fn images_to_pixels(images: &[DynamicImage], pre: &Preprocess, device: &Device) -> Result<Tensor> {
     if images.is_empty() {
-        return Err(Error::InvalidInput("empty batch: an image encoder needs at least one image".into()));
+        return Err(Error::Empty { what: "the batch of images".into(), hint: "give at least one image".into() });
     }
     if let Some((i, img)) = images.iter().enumerate().find(|(_, im)| im.width() == 0 || im.height() == 0) {
-        return Err(Error::InvalidInput(format!("image {i} of the batch is empty ({}x{} pixels)", img.width(), img.height())));
+        return Err(Error::Empty {
+            what: format!("image {i} of the batch ({}x{} pixels)", img.width(), img.height()),
+            hint: "drop it or give its pixels".into(),
+        });
     }
     let rgb = Preprocess { grey_to_rgb: true, ..pre.clone() };
     let s = pre.crop as usize;
@@ -34,8 +37,12 @@ pub fn images_to_pixels(images: &[DynamicImage], pre: &Preprocess, device: &Devi
 pub fn check_pixels(pixels: &Tensor, size: usize, who: &str) -> Result<usize> {
     let dims = pixels.dims();
     match dims {
-        [0, ..] => Err(Error::InvalidInput(format!("{who}: empty batch (pixel tensor of shape {dims:?})"))),
+        [0, ..] => Err(Error::Empty { what: format!("{who}: the batch (pixel tensor of shape {dims:?})"), hint: "give at least one image".into() }),
         [n, 3, h, w] if *h == size && *w == size => Ok(*n),
-        _ => Err(Error::InvalidInput(format!("{who}: wrong image size: expected pixels of shape [n, 3, {size}, {size}], found {dims:?}"))),
+        _ => Err(Error::Shape {
+            what: format!("{who}: the pixels"),
+            expected: format!("shape [n, 3, {size}, {size}] (preprocess to the encoder's input size)"),
+            found: format!("{dims:?}"),
+        }),
     }
 }

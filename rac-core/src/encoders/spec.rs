@@ -95,7 +95,10 @@ impl ImageEncoderSpec {
                 let mut config = EfficientNetConfig::lite0();
                 if let Some(size) = *input_size {
                     if size < 32 {
-                        return Err(Error::InvalidInput(format!("efficientnet-lite0: input size {size} is below 32 px")));
+                        return Err(Error::Setting {
+                            field: "encoder.image".into(),
+                            message: format!("efficientnet-lite0: input size {size} is below 32 px; give 32 or more"),
+                        });
                     }
                     let p = &mut config.preprocess;
                     p.resize = (size as f64 * p.resize as f64 / p.crop as f64).round() as u32;

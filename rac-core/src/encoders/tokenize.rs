@@ -68,7 +68,10 @@ impl TextTokenizer {
     /// Wrap a tokenizer built in code; `source` names it in errors, `sha256` identifies it.
     pub fn new(mut inner: Tokenizer, max_tokens: usize, source: &Path, sha256: String) -> Result<Self> {
         if max_tokens == 0 {
-            return Err(Error::InvalidInput(format!("{}: the maximum number of tokens must be at least 1", source.display())));
+            return Err(Error::Setting {
+                field: "retrieval.max_tokens".into(),
+                message: format!("must be at least 1 (tokenizer {})", source.display()),
+            });
         }
         let pad_token = ["[PAD]", "<pad>", "<|endoftext|>"].into_iter().find(|t| inner.token_to_id(t).is_some());
         let (pad_id, pad_token) = match (inner.get_padding(), pad_token) {
@@ -111,12 +114,12 @@ impl TextTokenizer {
     /// Tokenise a batch onto `device`.
     pub fn encode_batch(&self, texts: &[&str], device: &Device) -> Result<TokenBatch> {
         if texts.is_empty() {
-            return Err(Error::InvalidInput("empty batch: nothing to tokenise".into()));
+            return Err(Error::Empty { what: "the batch of texts".into(), hint: "give at least one text".into() });
         }
-        let encodings = self
-            .inner
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::InvalidInput(format!("tokenising with {}: {e}", self.source.display())))?;
+        let encodings = self.inner.encode_batch(texts.to_vec(), true).map_err(|e| Error::Format {
+            path: self.source.clone(),
+            message: format!("the tokenizer failed: {e}; fetch the asset again (`rac assets fetch`)"),
+        })?;
         let len = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
         let n = encodings.len();
         let (mut ids, mut mask, mut lengths) = (Vec::with_capacity(n * len), Vec::with_capacity(n * len), Vec::with_capacity(n));

@@ -9,12 +9,11 @@ use std::time::Instant;
 use super::config::Experiment;
 use super::prepared::{Prepared, RunEnv};
 use super::record::{RunRecord, Study, save_run};
-use super::texts::retrieval_inputs;
-use crate::encoders::TextEncoder;
+use super::texts::{FrozenText, retrieval_inputs};
 use crate::error::Result;
 use crate::eval::{Branch, evaluate};
 use crate::fsio;
-use crate::model::{LongTailLoss, Outputs, RacModel, Scaler, Widths};
+use crate::model::{LongTailLoss, Outputs, RacModel, Widths};
 use crate::train::{CachedBatches, EpochLog, Inputs, TrainHooks, TrainJob, predict, train_with};
 
 /// A model ready to train: its inputs over cached features and neighbour lists, and the loss.
@@ -29,10 +28,9 @@ pub struct Assembled {
     pub eval: Inputs,
     /// Training images per class.
     pub counts: Vec<usize>,
-    /// The scaling fitted on the training split's frozen text features (`model.input_norm`).
-    pub retrieval_norm: Option<Scaler>,
-    /// T, when it is frozen: a trained model reads new neighbours' texts through it.
-    pub frozen_text: Option<Box<dyn TextEncoder>>,
+    /// T, when it is frozen, with the scaling fitted on the training split's features: a
+    /// trained model reads new neighbours' texts through it.
+    pub frozen_text: Option<FrozenText>,
 }
 
 /// Build the model and its inputs for `exp`: the base features, the neighbours' joined texts
@@ -46,11 +44,11 @@ pub fn assemble(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<A
         Inputs { base: None, retrieval: None, labels: prep.train.labels.clone() },
         Inputs { base: None, retrieval: None, labels: prep.eval.labels.clone() },
     );
-    let (mut text, mut text_dim, mut retrieval_norm, mut frozen_text) = (None, 0, None, None);
+    let (mut text, mut text_dim, mut frozen_text) = (None, 0, None);
     if mode.has_retrieval() {
         let r = retrieval_inputs(exp, prep, env)?;
         (train_in.retrieval, eval_in.retrieval) = (Some(r.train), Some(r.eval));
-        (text, text_dim, retrieval_norm, frozen_text) = (r.trainable, r.text_dim, r.norm, r.frozen);
+        (text, text_dim, frozen_text) = (r.trainable, r.text_dim, r.frozen);
     }
     if mode.has_base() {
         let (tr, mut ev) = exp.model.input_norm.apply(&prep.train.vectors, &[&prep.eval.vectors])?;
@@ -60,7 +58,7 @@ pub fn assemble(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<A
     let widths = Widths { base_dim: prep.train.dim(), text_dim, num_classes: prep.dataset.num_classes() };
     let model = RacModel::new(&exp.model, widths, text, exp.train.seed, &device)?;
     let loss = LongTailLoss::new(&exp.loss, &counts, &device)?;
-    Ok(Assembled { model, loss, train: train_in, eval: eval_in, counts, retrieval_norm, frozen_text })
+    Ok(Assembled { model, loss, train: train_in, eval: eval_in, counts, frozen_text })
 }
 
 /// A head trained on cached inputs, with what evaluating it again needs.

@@ -13,7 +13,7 @@ use crate::data::{SplitKind, Thinning};
 use crate::encoders::{ImageEncoderSpec, TextEncoderSpec};
 use crate::error::{Error, Result};
 use crate::fsio;
-use crate::index::{CacheQuery, IndexConfig};
+use crate::index::{DEFAULT_K_MAX, IndexConfig, Neighbours, SearchRequest, k_max_for};
 use crate::model::{LossConfig, Mode, ModelConfig};
 use crate::train::{FinetuneConfig, OptimConfig, TrainConfig};
 
@@ -92,7 +92,7 @@ fn default_k() -> usize {
     30
 }
 fn default_k_max() -> usize {
-    50
+    DEFAULT_K_MAX
 }
 fn default_true() -> bool {
     true
@@ -118,6 +118,31 @@ impl Default for RetrievalSection {
             finetune_text: false,
             separator: default_separator(),
         }
+    }
+}
+
+/// The retrieval branch's request as one value, built from `[retrieval]` and checked at
+/// load: the index search (k, k_max, drop_self) and how the neighbours' texts are joined
+/// for T. (T's truncation to `max_tokens` is part of T's own spec, `text_encoder()`.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrievalRequest {
+    /// What the index is asked: k of k_max neighbours, a training query's own item dropped
+    /// or kept.
+    pub search: SearchRequest,
+    /// Placed between the neighbours' texts.
+    pub separator: String,
+}
+
+impl RetrievalRequest {
+    /// Neighbours read per item.
+    pub fn k(&self) -> usize {
+        self.search.k()
+    }
+
+    /// The first k neighbours' texts of every item, joined with the separator.
+    pub fn join_texts(&self, neighbours: &[Neighbours]) -> Vec<String> {
+        let k = self.k();
+        neighbours.iter().map(|n| n.texts.iter().take(k).map(String::as_str).collect::<Vec<_>>().join(&self.separator)).collect()
     }
 }
 
@@ -239,11 +264,11 @@ impl Experiment {
         }
     }
 
-    /// The retrieval branch's neighbour-cache request (`retrieval.k`, `k_max`, `drop_self`),
-    /// checked at load.
-    pub fn cache_query(&self) -> Result<CacheQuery> {
+    /// The retrieval branch's request (`retrieval.k`, `k_max`, `drop_self`, `separator`),
+    /// checked at load: every route to the index takes it.
+    pub fn retrieval_request(&self) -> Result<RetrievalRequest> {
         let r = &self.retrieval;
-        CacheQuery::new(r.k, r.k_max, r.drop_self)
+        Ok(RetrievalRequest { search: SearchRequest::new(r.k, r.k_max, r.drop_self)?, separator: r.separator.clone() })
     }
 
     /// The frozen image encoder E (`encoder.image`), checked at load.
@@ -290,7 +315,7 @@ impl Experiment {
     pub fn validate(&self, path: &Path) -> Result<()> {
         let field = |f: &str, m: String| Err(Error::InvalidField { path: path.into(), field: f.into(), message: m });
         let r = &self.retrieval;
-        self.cache_query().map_err(|e| e.in_section(path, "retrieval"))?;
+        self.retrieval_request().map_err(|e| e.in_section(path, "retrieval"))?;
         if r.max_tokens == 0 {
             return field("retrieval.max_tokens", "must be at least 1".into());
         }
@@ -363,11 +388,14 @@ impl Experiment {
             }
             node = table.get_mut(*part).expect("just ensured");
         }
-        let exp: Experiment = root.try_into().map_err(|e: toml::de::Error| Error::InvalidField {
+        let mut exp: Experiment = root.try_into().map_err(|e: toml::de::Error| Error::InvalidField {
             path: path.into(),
             field: dotted.into(),
             message: if missing && e.to_string().contains("unknown field") { "no such key in an experiment".into() } else { e.to_string() },
         })?;
+        if dotted == "retrieval.k" {
+            exp.retrieval.k_max = k_max_for(exp.retrieval.k, exp.retrieval.k_max);
+        }
         exp.validate(path)?;
         Ok(exp)
     }

@@ -10,6 +10,7 @@ use super::config::Experiment;
 use crate::assets::AssetCache;
 use crate::data::default_manifest_path;
 use crate::error::{Error, Result};
+use crate::index::k_max_for;
 use crate::model::{LossKind, Mode, Reweighting};
 
 /// The text encoder T of the retrieval branch, as an experiment names it.
@@ -90,7 +91,7 @@ impl Experiment {
     pub fn with_k(&self, k: usize) -> Result<Self> {
         self.edited(|e| {
             e.retrieval.k = k;
-            e.retrieval.k_max = e.retrieval.k_max.max(k);
+            e.retrieval.k_max = k_max_for(k, e.retrieval.k_max);
         })
     }
 

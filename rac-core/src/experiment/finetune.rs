@@ -5,7 +5,8 @@
 //! 1. the loader's augmented views go to the device and through the trainable encoder (f32,
 //!    or bf16 on f32 masters) and the base head;
 //! 2. in RAC mode, the frozen E encodes the same views, the index (on the CPU, as in the
-//!    paper) is queried for each (k + 1 hits, the item itself dropped), the k neighbours'
+//!    paper) is queried for each as the retrieval request says (k + 1 hits and the item
+//!    itself dropped, with `retrieval.drop_self`), the k neighbours'
 //!    texts are joined and encoded by the frozen T (memoised per joined text), and scaled
 //!    as the cached training features are (`model.input_norm`);
 //! 3. the loss on the fused logits, gradient clipping over every parameter, and AdamW under
@@ -26,22 +27,20 @@ use candle_core::{DType, Device, Tensor, Var};
 use super::config::Experiment;
 use super::prepared::{Prepared, RunEnv};
 use super::record::{RunRecord, Study, save_run};
-use super::texts::{join_texts, retrieval_inputs};
+use super::texts::{FrozenText, retrieval_inputs};
 use crate::data::{EpochLoader, ImageBatch, LoaderConfig, Split, SplitKind, Transform};
-use crate::encoders::{ImageEncoder, TextEncoder};
+use crate::encoders::ImageEncoder;
 use crate::error::{Error, Result};
 use crate::fsio;
-use crate::index::{ItemId, RetrievalIndex};
-use crate::model::{Batch, LongTailLoss, Mode, RacModel, RetrievalBatch, Scaler, Widths};
+use crate::index::{ItemId, Neighbours, Queries, RetrievalIndex};
+use crate::model::{Batch, LongTailLoss, Mode, RacModel, RetrievalBatch, Widths};
 use crate::train::{BatchSource, Inputs, TrainHooks, TrainJob, TrainableVit, pixels_to_device, predict, train_with};
 
-/// The retrieval branch's input for augmented views: E, the index, T, and the scaling.
+/// The retrieval branch's input for augmented views: E, the index, and the frozen T with
+/// its scaling, searched and joined as the experiment's retrieval request says.
 pub struct OnlineRetrieval {
     encoder: Box<dyn ImageEncoder>,
-    text: Box<dyn TextEncoder>,
-    scaler: Scaler,
-    k: usize,
-    separator: String,
+    text: FrozenText,
     /// Joined text → T's pooled output.
     memo: HashMap<String, Vec<f32>>,
     /// The index item of each training-split position.
@@ -50,17 +49,10 @@ pub struct OnlineRetrieval {
 
 impl OnlineRetrieval {
     /// The retrieval side of fine-tuning: the frozen `encoder` E (whose features the index
-    /// holds), the frozen `text` encoder T, the scaling of T's outputs, k, the separator of
-    /// the joined texts, and the index item of each training-split position.
-    pub fn new(
-        encoder: Box<dyn ImageEncoder>,
-        text: Box<dyn TextEncoder>,
-        scaler: Scaler,
-        k: usize,
-        separator: &str,
-        item_of_row: HashMap<usize, ItemId>,
-    ) -> Self {
-        OnlineRetrieval { encoder, text, scaler, k, separator: separator.into(), memo: HashMap::new(), item_of_row }
+    /// holds), the frozen T with its scaling and the request, and the index item of each
+    /// training-split position.
+    pub fn new(encoder: Box<dyn ImageEncoder>, text: FrozenText, item_of_row: HashMap<usize, ItemId>) -> Self {
+        OnlineRetrieval { encoder, text, memo: HashMap::new(), item_of_row }
     }
 
     /// The text encoder's output width.
@@ -73,34 +65,38 @@ impl OnlineRetrieval {
         self.encoder.input_size()
     }
 
-    /// The scaled `[n, d]` text features of a batch's augmented views.
-    pub fn features(&mut self, batch: &ImageBatch, index: &RetrievalIndex, device: &Device) -> Result<Tensor> {
+    /// The neighbours of a batch's augmented views: `retrieval.k` of them, a view's own
+    /// item dropped when `retrieval.drop_self` says so and the index holds it (a thinned or
+    /// external index may not).
+    pub fn neighbours(&self, batch: &ImageBatch, index: &RetrievalIndex) -> Result<Vec<Neighbours>> {
         let (pixels, size) = batch.retrieval();
         let x = pixels_to_device(pixels, size, self.encoder.preprocess(), self.encoder.device(), DType::F32)?;
-        let queries: Vec<f32> = self.encoder.forward(&x)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
-        // A view's own item is dropped from its neighbours when the index holds it (a thinned
-        // or external index may not).
-        let own: Vec<Option<ItemId>> = batch.items.iter().map(|r| self.item_of_row.get(r).copied()).collect();
-        let hits = index.search_hits(&queries, index.dim(), self.k, Some(&own))?;
-        let texts = join_texts(&index.resolve(hits)?, self.k, &self.separator);
-        let mut missing: Vec<&str> = texts.iter().map(String::as_str).filter(|t| !self.memo.contains_key(*t)).collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if !missing.is_empty() {
-            let encoded: Vec<f32> = self.text.encode(&missing)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
-            let d = self.text.dim();
-            for (t, row) in missing.iter().zip(encoded.chunks(d)) {
-                self.memo.insert(t.to_string(), row.to_vec());
-            }
-        }
-        let rows: Vec<f32> = texts.iter().flat_map(|t| self.memo[t].iter().copied()).collect();
-        self.scaler.apply(&Tensor::from_vec(rows, (texts.len(), self.text.dim()), device)?)
+        let vectors: Vec<f32> = self.encoder.forward(&x)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+        let items: Vec<Option<ItemId>> = batch.items.iter().map(|r| self.item_of_row.get(r).copied()).collect();
+        let queries = Queries::Identified { vectors: &vectors, dim: index.dim(), items: &items };
+        index.neighbours(&queries, &self.text.request().search)
     }
+
+    /// The scaled `[n, d]` text features of a batch's augmented views.
+    pub fn features(&mut self, batch: &ImageBatch, index: &RetrievalIndex, device: &Device) -> Result<Tensor> {
+        let nb = self.neighbours(batch, index)?;
+        self.text.memoised(&nb, &mut self.memo, device)
+    }
+}
+
+/// The error of a fine-tuning run asked of an experiment without `[base_encoder]`.
+fn no_base_encoder() -> Error {
+    Error::Setting { field: "base_encoder".into(), message: "is missing: a fine-tuning run needs the section (its `encoder` folder at least)".into() }
+}
+
+/// The error of a split the data set lacks.
+fn missing_split(prep: &Prepared, kind: SplitKind) -> Error {
+    Error::MissingSplit { dataset: prep.dataset.name().to_string(), split: kind.name().to_string(), hint: None }
 }
 
 /// Fine-tune the encoder of `exp.base_encoder` (loaded from its folder) and save the record.
 pub fn run_finetune(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RunRecord> {
-    let cfg = exp.base_encoder.as_ref().ok_or_else(|| Error::InvalidInput("the experiment has no [base_encoder] section".into()))?;
+    let cfg = exp.base_encoder.as_ref().ok_or_else(no_base_encoder)?;
     let device = exp.train.device.resolve("train.device")?;
     let vit = TrainableVit::load(cfg, &device)?;
     run_finetune_with(exp, prep, env, &vit)
@@ -145,7 +141,7 @@ impl BatchSource for AugmentedBatches<'_> {
 /// [`run_finetune`] with the encoder given (a small one in tests, random weights in benches).
 pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vit: &TrainableVit) -> Result<RunRecord> {
     let started = Instant::now();
-    let cfg = exp.base_encoder.clone().ok_or_else(|| Error::InvalidInput("the experiment has no [base_encoder] section".into()))?;
+    let cfg = exp.base_encoder.clone().ok_or_else(no_base_encoder)?;
     let device = exp.train.device.resolve("train.device")?;
     let counts = prep.train_counts.clone();
 
@@ -153,26 +149,28 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
     // augmented views need.
     let (online, eval_text) = if exp.model.mode == Mode::Rac {
         let r = retrieval_inputs(exp, prep, env)?;
-        let (RetrievalBatch::Embedded(eval_text), Some(scaler), Some(text)) = (r.eval, r.norm, r.frozen) else {
-            return Err(Error::InvalidInput("fine-tuning needs a frozen text encoder's cached features".into()));
+        let (RetrievalBatch::Embedded(eval_text), Some(text)) = (r.eval, r.frozen) else {
+            return Err(Error::Setting {
+                field: "retrieval.finetune_text".into(),
+                message: "fine-tuning the base encoder reads the neighbours' texts through a frozen T; set it to false".into(),
+            });
         };
         let encoder = exp.image_encoder()?.load(&env.cache, &device)?;
         let own = prep.train_items()?;
         let item_of_row = prep.train_rows.iter().zip(own).filter_map(|(&r, id)| id.map(|id| (r, id))).collect();
-        let online = OnlineRetrieval::new(encoder, text, scaler, exp.retrieval.k, &exp.retrieval.separator, item_of_row);
+        let online = OnlineRetrieval::new(encoder, text, item_of_row);
         (Some(online), Some(eval_text.to_device(&device)?))
     } else {
         (None, None)
     };
 
-    let widths = Widths { base_dim: vit.dim(), text_dim: online.as_ref().map_or(0, |o| o.text.dim()), num_classes: prep.dataset.num_classes() };
+    let widths = Widths { base_dim: vit.dim(), text_dim: online.as_ref().map_or(0, |o| o.text_dim()), num_classes: prep.dataset.num_classes() };
     let model = RacModel::new(&exp.model, widths, None, exp.train.seed, &device)?;
     let loss = LongTailLoss::new(&exp.loss, &counts, &device)?;
     let encoder_vars: Vec<(String, Var)> = vit.vars().iter().map(|(n, v)| (format!("base.encoder.{n}"), v.clone())).collect();
 
     let t = &exp.train;
-    let train_split =
-        Arc::new(prep.dataset.split(SplitKind::Train).ok_or_else(|| Error::InvalidInput("the data set has no training split".into()))?.clone());
+    let train_split = Arc::new(prep.dataset.split(SplitKind::Train).ok_or_else(|| missing_split(prep, SplitKind::Train))?.clone());
     let augment = crate::data::Augment::new(cfg.augment.clone(), vit.preprocess().clone())?;
     let loader = LoaderConfig { batch_size: t.batch_size, workers: cfg.workers, prefetch: cfg.prefetch, seed: t.seed, shuffle: true };
     let mut source = AugmentedBatches {
@@ -202,9 +200,7 @@ pub fn run_finetune_with(exp: &Experiment, prep: &mut Prepared, env: &RunEnv, vi
 
     // Evaluation: the fine-tuned encoder on the eval transform; retrieval from the cache.
     let eval_kind = prep.eval_split.source();
-    let eval_split = Arc::new(
-        prep.dataset.split(eval_kind).ok_or_else(|| Error::InvalidInput(format!("the data set has no {} split", eval_kind.name())))?.clone(),
-    );
+    let eval_split = Arc::new(prep.dataset.split(eval_kind).ok_or_else(|| missing_split(prep, eval_kind))?.clone());
     let eval_loader = LoaderConfig { batch_size: cfg.eval_batch, shuffle: false, ..loader };
     let mut features = Vec::new();
     for batch in EpochLoader::start(eval_split, Some(&prep.eval_rows), Arc::new(Transform::Eval(augment.eval_preprocess())), None, eval_loader, 0)? {

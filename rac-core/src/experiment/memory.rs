@@ -13,7 +13,6 @@ use super::config::{Experiment, MemorySection};
 use super::prepared::{IndexPlace, Prepared, RunEnv, source_of};
 use super::record::{RunRecord, Study, branch_metrics, metrics_table, save_run};
 use super::sweep::sweep_list;
-use super::texts::{frozen_text_features, join_texts};
 use crate::data::{ShotBucket, SplitKind, Thinning};
 use crate::error::{Error, Result};
 use crate::eval::{BranchMetrics, vstack_all};
@@ -79,7 +78,7 @@ impl ContentGrid {
             point(AXES[2], c as f64, format!("classes={c}"), Thinning { classes: c, per_class: self.classes_per_class, ..Thinning::default() })?;
         }
         if out.is_empty() {
-            return Err(Error::InvalidInput("the Fig-5 grid has no points: give fractions, per_class or classes".into()));
+            return Err(Error::Empty { what: "the Fig-5 grid".into(), hint: "give fractions, per_class or classes".into() });
         }
         Ok(out)
     }
@@ -170,11 +169,13 @@ fn check_plan(exp: &Experiment, plan: &MemoryPlan) -> Result<SplitKind> {
         return Err(setting("retrieval.finetune_text", "the run-time memory study reads new neighbours through a frozen T".into()));
     }
     if plan.cases.is_empty() {
-        return Err(Error::InvalidInput("the run-time memory study has no cases".into()));
+        return Err(Error::Empty { what: "the run-time memory study's cases".into(), hint: "give `all`, `few-shot` or both".into() });
     }
-    SplitKind::parse(&plan.source)
-        .filter(|k| matches!(k, SplitKind::External | SplitKind::Val))
-        .ok_or_else(|| Error::InvalidInput(format!("unknown source `{}` to add; known: external, val", plan.source)))
+    SplitKind::parse(&plan.source).filter(|k| matches!(k, SplitKind::External | SplitKind::Val)).ok_or_else(|| Error::UnknownName {
+        what: "source",
+        name: plan.source.clone(),
+        known: "external, val".into(),
+    })
 }
 
 /// Evaluate the trained model with the index as it is now: the evaluation items' neighbours
@@ -182,15 +183,12 @@ fn check_plan(exp: &Experiment, plan: &MemoryPlan) -> Result<SplitKind> {
 /// through the frozen T, scaled as in training, and every branch.
 fn evaluate_now(exp: &Experiment, prep: &mut Prepared, trained: &Trained, env: &RunEnv) -> Result<Vec<BranchMetrics>> {
     let a = &trained.assembled;
-    let (Some(text), Some(norm)) = (&a.frozen_text, &a.retrieval_norm) else {
-        return Err(Error::InvalidInput("the run-time memory study needs a frozen T".into()));
+    let Some(text) = &a.frozen_text else {
+        return Err(Error::Internal("the run-time memory study's model has no frozen T (checked before training)".into()));
     };
-    let r = &exp.retrieval;
-    let nb = prep.eval_neighbours(exp.cache_query()?).map_err(|e| e.within("retrieval"))?;
-    let texts = join_texts(&nb, r.k, &r.separator);
+    let nb = prep.eval_neighbours(text.request().search).map_err(|e| e.within("retrieval"))?;
     let mut progress = BarProgress::new(env.progress).with_unit("sequences");
-    let features = frozen_text_features(text.as_ref(), &texts, &env.work_dir("text-features"), &mut progress)?;
-    let scaled = norm.apply(&features)?;
+    let scaled = text.cached(&nb, &env.work_dir("text-features"), &mut progress)?;
     let device = exp.train.device.resolve("train.device")?;
     let inputs =
         Inputs { base: a.eval.base.clone(), retrieval: Some(RetrievalBatch::Embedded(scaled.to_device(&device)?)), labels: a.eval.labels.clone() };
@@ -222,12 +220,17 @@ pub fn runtime_memory(exp: &Experiment, plan: &MemoryPlan, env: &RunEnv) -> Resu
     }
     exp.validate(&std::path::PathBuf::from(format!("experiment `{}`", exp.name)))?;
     let dataset = crate::data::Dataset::load(&exp.data.manifest, &env.overrides, &env.cache)?;
-    let split = dataset.split(kind).ok_or_else(|| {
-        Error::InvalidInput(format!("data set `{}` has no {} split to add (give its manifest an `[external]` section)", dataset.name(), kind.name()))
+    let split = dataset.split(kind).ok_or_else(|| Error::MissingSplit {
+        dataset: dataset.name().to_string(),
+        split: kind.name().to_string(),
+        hint: Some("give its manifest an `[external]` section".into()),
     })?;
     let few: Vec<bool> = dataset.train_counts().iter().map(|&n| ShotBucket::of(n) == ShotBucket::Few).collect();
     if plan.cases.contains(&Added::FewShot) && !split.labels.iter().any(|&l| few[l]) {
-        return Err(Error::InvalidInput(format!("the {} split has no image of a few-shot class", kind.name())));
+        return Err(Error::Empty {
+            what: format!("the {} split's images of few-shot classes", kind.name()),
+            hint: "add the whole split (`all`) instead".into(),
+        });
     }
     drop(dataset);
 

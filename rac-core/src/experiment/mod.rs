@@ -21,7 +21,7 @@ pub mod texts;
 
 pub use cached::{Assembled, assemble};
 pub use config::MemorySection;
-pub use config::{Experiment, method_name};
+pub use config::{Experiment, RetrievalRequest, method_name};
 pub use edit::TextEncoderKind;
 pub use memory::{Added, ContentGrid, MemoryPlan, index_content, runtime_memory};
 pub use prepared::{EvalSplit, IndexPlace, Prepared, RunEnv};

@@ -15,7 +15,7 @@ use crate::data::{DataOverrides, Dataset, SplitKind, class_counts};
 use crate::error::{Error, Result};
 use crate::features::{BarProgress, EncodeOptions, FeatureStore, Features};
 use crate::fsio;
-use crate::index::{CacheQuery, ItemId, Neighbours, QuerySet, RetrievalIndex, Source};
+use crate::index::{ItemId, Neighbours, QuerySet, RetrievalIndex, SearchRequest, Source};
 use crate::progress::Progress;
 use crate::train::TrainHooks;
 
@@ -245,7 +245,7 @@ impl Prepared {
 
     /// The neighbours of every training item (without itself, where the index holds it) and
     /// every evaluation item.
-    pub fn neighbours(&mut self, query: CacheQuery) -> Result<(Vec<Neighbours>, Vec<Neighbours>)> {
+    pub fn neighbours(&mut self, query: SearchRequest) -> Result<(Vec<Neighbours>, Vec<Neighbours>)> {
         let train = if self.memory.is_default() {
             self.index.neighbour_cache().neighbours(&QuerySet::Source(MemorySection::TRAIN), query)?
         } else {
@@ -259,7 +259,7 @@ impl Prepared {
 
     /// The neighbours of every evaluation item (never dropped: they are not in the index),
     /// read through the index's neighbour cache, which follows every change of the index.
-    pub fn eval_neighbours(&mut self, query: CacheQuery) -> Result<Vec<Neighbours>> {
+    pub fn eval_neighbours(&mut self, query: SearchRequest) -> Result<Vec<Neighbours>> {
         let eval_vecs: Vec<f32> = self.eval.vectors.flatten_all()?.to_vec1()?;
         let dim = self.eval.dim();
         let name = format!("{}-{}", self.eval_split, self.eval.meta.key.hash());

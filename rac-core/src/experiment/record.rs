@@ -228,7 +228,7 @@ impl RunRecord {
         let _ = std::fs::remove_dir_all(&tmp);
         fsio::create_dir_all(&tmp)?;
         let written = (|| -> Result<()> {
-            let toml = toml::to_string(&meta).map_err(|e| Error::InvalidInput(format!("cannot write record.toml: {e}")))?;
+            let toml = toml::to_string(&meta).map_err(|e| Error::Serialize { path: tmp.join("record.toml"), message: e.to_string() })?;
             std::fs::write(tmp.join("record.toml"), toml).map_err(|e| Error::Io { op: "writing", path: tmp.join("record.toml"), cause: e })?;
             let standard = STANDARD_TABLES.into_iter().zip([&metrics, &per_class, &epochs]);
             let mut types = TableTypes::new();
@@ -236,7 +236,7 @@ impl RunRecord {
                 write_csv(table, &tmp.join(format!("{name}.csv")))?;
                 types.insert(name.to_string(), column_types(table));
             }
-            let types = toml::to_string(&types).map_err(|e| Error::InvalidInput(format!("cannot write {DTYPES}: {e}")))?;
+            let types = toml::to_string(&types).map_err(|e| Error::Serialize { path: tmp.join(DTYPES), message: e.to_string() })?;
             std::fs::write(tmp.join(DTYPES), types).map_err(|e| Error::Io { op: "writing", path: tmp.join(DTYPES), cause: e })?;
             std::fs::write(tmp.join(COMPLETE), b"").map_err(|e| Error::Io { op: "writing", path: tmp.join(COMPLETE), cause: e })?;
             if dir.exists() {
@@ -303,9 +303,13 @@ pub fn by_method<'a>(records: &'a [RunRecord], method: &str) -> Result<&'a RunRe
         (Some(r), None) => Ok(r),
         (None, _) => {
             let methods: Vec<&str> = records.iter().map(|r| r.meta.method.as_str()).collect();
-            Err(Error::InvalidInput(format!("no run of method `{method}` among {} runs (methods: {})", records.len(), methods.join(", "))))
+            Err(Error::UnknownName {
+                what: "run method",
+                name: method.to_string(),
+                known: format!("{} (of {} runs)", methods.join(", "), records.len()),
+            })
         }
-        (Some(a), Some(b)) => Err(Error::InvalidInput(format!("more than one run of method `{method}` ({}, {}, …)", a.meta.name, b.meta.name))),
+        (Some(a), Some(b)) => Err(Error::AmbiguousRun { method: method.to_string(), first: a.meta.name.clone(), second: b.meta.name.clone() }),
     }
 }
 

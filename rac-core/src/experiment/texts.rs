@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::config::Experiment;
+use super::config::{Experiment, RetrievalRequest};
 use super::prepared::{Prepared, RunEnv};
 use crate::encoders::{TextEncoder, TokenBatch};
 use crate::error::{Error, Result};
@@ -44,9 +44,58 @@ impl TrainableTextEncoder for TrainableText {
     }
 }
 
-/// The k first neighbours' texts of every item, joined with `sep`.
-pub fn join_texts(neighbours: &[Neighbours], k: usize, sep: &str) -> Vec<String> {
-    neighbours.iter().map(|n| n.texts.iter().take(k).map(String::as_str).collect::<Vec<_>>().join(sep)).collect()
+/// A frozen T and the scaling fitted on the training items' features (`model.input_norm`):
+/// the one path from neighbours to the retrieval branch's scaled input (their first k texts
+/// joined as the request says, through T, scaled), taken by cached runs, the run-time memory
+/// study and fine-tuning's augmented views.
+pub struct FrozenText {
+    encoder: Box<dyn TextEncoder>,
+    scaler: Scaler,
+    request: RetrievalRequest,
+}
+
+impl FrozenText {
+    /// A frozen `encoder`, the `scaler` fitted on the training items' features, and the
+    /// `request` its neighbours are searched and joined by.
+    pub fn new(encoder: Box<dyn TextEncoder>, scaler: Scaler, request: RetrievalRequest) -> Self {
+        FrozenText { encoder, scaler, request }
+    }
+
+    /// The request the neighbours are searched and joined by.
+    pub fn request(&self) -> &RetrievalRequest {
+        &self.request
+    }
+
+    /// T's output width.
+    pub fn dim(&self) -> usize {
+        self.encoder.dim()
+    }
+
+    /// The scaled features of `neighbours`, encoded through the on-disk text-feature cache
+    /// in `cache_dir` (one encoding per distinct truncated token sequence).
+    pub fn cached(&self, neighbours: &[Neighbours], cache_dir: &Path, progress: &mut dyn EncodeProgress) -> Result<Tensor> {
+        let texts = self.request.join_texts(neighbours);
+        self.scaler.apply(&frozen_text_features(self.encoder.as_ref(), &texts, cache_dir, progress)?)
+    }
+
+    /// The scaled features of `neighbours` on `device`, T's output memoised in `memo` per
+    /// joined text: augmented views ask for new texts every step, which the disk cache (one
+    /// file per set of texts) would only fill up.
+    pub fn memoised(&self, neighbours: &[Neighbours], memo: &mut HashMap<String, Vec<f32>>, device: &Device) -> Result<Tensor> {
+        let texts = self.request.join_texts(neighbours);
+        let mut missing: Vec<&str> = texts.iter().map(String::as_str).filter(|t| !memo.contains_key(*t)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let d = self.dim();
+        if !missing.is_empty() {
+            let encoded: Vec<f32> = self.encoder.encode(&missing)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+            for (t, row) in missing.iter().zip(encoded.chunks(d)) {
+                memo.insert(t.to_string(), row.to_vec());
+            }
+        }
+        let rows: Vec<f32> = texts.iter().flat_map(|t| memo[t].iter().copied()).collect();
+        self.scaler.apply(&Tensor::from_vec(rows, (texts.len(), d), device)?)
+    }
 }
 
 /// Pooled outputs of a frozen text encoder for every text, cached on disk
@@ -136,14 +185,12 @@ pub struct RetrievalInputs {
     pub eval: RetrievalBatch,
     /// T's output width.
     pub text_dim: usize,
-    /// The scaling fitted on the training items' frozen features (`model.input_norm`), for
-    /// features computed later (those of augmented views while fine-tuning).
-    pub norm: Option<Scaler>,
     /// T, when it is trained with the heads (`retrieval.finetune_text`).
     pub trainable: Option<Box<dyn TrainableTextEncoder>>,
-    /// T, when it is frozen: fine-tuning encodes the neighbour texts of augmented views with
-    /// it, so it is loaded once.
-    pub frozen: Option<Box<dyn TextEncoder>>,
+    /// T, when it is frozen, with the scaling fitted on the training items' features: for
+    /// features computed later (the run-time memory study's, and those of augmented views
+    /// while fine-tuning), so it is loaded once.
+    pub frozen: Option<FrozenText>,
 }
 
 /// The neighbours of every training item (without itself) and every evaluation item, their
@@ -151,35 +198,43 @@ pub struct RetrievalInputs {
 pub fn retrieval_inputs(exp: &Experiment, prep: &mut Prepared, env: &RunEnv) -> Result<RetrievalInputs> {
     let device = exp.train.device.resolve("train.device")?;
     let r = &exp.retrieval;
-    let (train_nb, eval_nb) = prep.neighbours(exp.cache_query()?).map_err(|e| e.within("retrieval"))?;
-    let (train_texts, eval_texts) = (join_texts(&train_nb, r.k, &r.separator), join_texts(&eval_nb, r.k, &r.separator));
+    let request = exp.retrieval_request()?;
+    let (train_nb, eval_nb) = prep.neighbours(request.search).map_err(|e| e.within("retrieval"))?;
     let vocabulary: Vec<&str> = prep.dataset.class_texts.iter().map(String::as_str).collect();
     let encoder = exp.text_encoder()?.load(&env.cache, &vocabulary, &device)?;
     let text_dim = encoder.dim();
     if r.finetune_text {
         if encoder.varmap().is_none() {
-            return Err(Error::InvalidInput(format!("retrieval.finetune_text: the text encoder `{}` has no trainable parameters", r.text_encoder)));
+            return Err(Error::Setting {
+                field: "retrieval.finetune_text".into(),
+                message: format!(
+                    "the text encoder `{}` has no trainable parameters; use `minilm`, `bow-learned` or `clip-text:DIR`, or set it to false",
+                    r.text_encoder
+                ),
+            });
         }
-        let tokens = |texts: &[String]| -> Result<RetrievalBatch> {
+        let tokens = |nb: &[Neighbours]| -> Result<RetrievalBatch> {
+            let texts = request.join_texts(nb);
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let b = encoder.tokenize(&refs)?;
             Ok(RetrievalBatch::Tokens { ids: b.ids, mask: b.mask })
         };
-        let (train, eval) = (tokens(&train_texts)?, tokens(&eval_texts)?);
-        return Ok(RetrievalInputs { train, eval, text_dim, norm: None, trainable: Some(Box::new(TrainableText { encoder })), frozen: None });
+        let (train, eval) = (tokens(&train_nb)?, tokens(&eval_nb)?);
+        return Ok(RetrievalInputs { train, eval, text_dim, trainable: Some(Box::new(TrainableText { encoder })), frozen: None });
     }
     let dir = env.work_dir("text-features");
     let mut progress = BarProgress::new(env.progress).with_unit("sequences");
-    let train = frozen_text_features(encoder.as_ref(), &train_texts, &dir, &mut progress)?;
-    let eval = frozen_text_features(encoder.as_ref(), &eval_texts, &dir, &mut progress)?;
+    // The scaling is fitted on the training items' features, so they are encoded first.
+    let train = frozen_text_features(encoder.as_ref(), &request.join_texts(&train_nb), &dir, &mut progress)?;
     let scaler = exp.model.input_norm.fit(&train)?;
-    let (train, eval) = (scaler.apply(&train)?, scaler.apply(&eval)?);
+    let train = scaler.apply(&train)?;
+    let frozen = FrozenText { encoder, scaler, request };
+    let eval = frozen.cached(&eval_nb, &dir, &mut progress)?;
     Ok(RetrievalInputs {
         train: RetrievalBatch::Embedded(train),
         eval: RetrievalBatch::Embedded(eval),
         text_dim,
-        norm: Some(scaler),
         trainable: None,
-        frozen: Some(encoder),
+        frozen: Some(frozen),
     })
 }

@@ -285,7 +285,8 @@ impl FeatureStore {
         options: &EncodeOptions,
         progress: &mut dyn EncodeProgress,
     ) -> Result<(Features, CacheOutcome)> {
-        let data = ds.split(split).ok_or_else(|| Error::InvalidInput(format!("data set `{}` has no {} split", ds.name(), split.name())))?;
+        let data =
+            ds.split(split).ok_or_else(|| Error::MissingSplit { dataset: ds.name().to_string(), split: split.name().to_string(), hint: None })?;
         let key = FeatureKey::new(encoder, ds, split);
         let outcome = match self.lookup(&key)? {
             Lookup::Hit(f) if f.labels == data.labels => return Ok((*f, CacheOutcome::Hit)),
@@ -322,7 +323,7 @@ impl FeatureStore {
     fn write(&self, key: &FeatureKey, vectors: &Tensor, ids: &[String], labels: &[usize], seconds: f64) -> Result<FeatureMeta> {
         let (count, dim) = vectors.dims2()?;
         if ids.iter().any(|id| id.contains('\n')) {
-            return Err(Error::InvalidInput("an item id contains a line break; it cannot be stored in ids.txt".into()));
+            return Err(Error::Internal("an item id contains a line break, which ids.txt cannot hold (split lists are read line by line)".into()));
         }
         let dir = self.entry_dir(key);
         let tmp = fsio::temp_sibling(&dir);
@@ -380,7 +381,7 @@ pub fn encode_split(
 ) -> Result<Tensor> {
     let n = split.len();
     if n == 0 {
-        return Err(Error::InvalidInput(format!("{what}: the split is empty")));
+        return Err(Error::Empty { what: format!("{what}: the split"), hint: "check the data set's split list".into() });
     }
     let batch = options.batch_size.max(1);
     progress.start(n, what);

@@ -12,8 +12,9 @@ use std::path::Path;
 use heed::{RoTxn, RwTxn};
 use rand010::SeedableRng;
 
-use super::config::{HNSW_M, IndexConfig, Metric};
-use super::store::{AnnDb, StoreResult};
+use super::config::{HNSW_M, IndexConfig};
+use super::lmdb_errors::StoreResult;
+use super::schema::AnnDb;
 use crate::error::Result;
 
 /// The index number inside the backend database (arroy and hannoy can hold several).
@@ -154,53 +155,4 @@ fn arroy_query<D: arroy::Distance>(
     let mut q = reader.nns(k);
     q.search_k(NonZeroUsize::new(search_k.max(k).max(1)).expect("at least 1"));
     q.by_vector(rtxn, query)
-}
-
-/// Why a row cannot be searched with or stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BadRow {
-    /// A value is NaN or infinite (under every metric: it would give distances 0 or inf).
-    NotFinite(usize),
-    /// All zeros, under cosine (no direction).
-    Zero(usize),
-}
-
-impl BadRow {
-    /// "row R holds a value that is not finite" / "row R is all zeros and …".
-    pub(crate) fn describe(self) -> String {
-        match self {
-            BadRow::NotFinite(r) => format!("row {r} holds a value that is not finite (NaN or infinity)"),
-            BadRow::Zero(r) => format!("row {r} is all zeros and has no cosine direction"),
-        }
-    }
-}
-
-/// The L2 norm of row `i`, or why it cannot be used: not finite under any metric, zero
-/// under cosine. The one row check of the index: sources, queries, feature files.
-fn checked_norm(i: usize, row: &[f32], metric: Metric) -> std::result::Result<f32, BadRow> {
-    if row.iter().any(|x| !x.is_finite()) {
-        return Err(BadRow::NotFinite(i));
-    }
-    let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if metric == Metric::Cosine && (norm <= f32::MIN_POSITIVE || !norm.is_finite()) {
-        return Err(BadRow::Zero(i));
-    }
-    Ok(norm)
-}
-
-/// The first row of `data` that [`prepare_rows`] would refuse, without changing anything.
-pub(crate) fn check_rows(data: &[f32], dim: usize, metric: Metric) -> std::result::Result<(), BadRow> {
-    data.chunks(dim.max(1)).enumerate().try_for_each(|(i, row)| checked_norm(i, row, metric).map(|_| ()))
-}
-
-/// Check each row of `data` (`dim` columns) and normalise it to unit L2 norm when the
-/// metric is cosine. Returns the first row that cannot be used, and why.
-pub(crate) fn prepare_rows(data: &mut [f32], dim: usize, metric: Metric) -> std::result::Result<(), BadRow> {
-    for (i, row) in data.chunks_mut(dim.max(1)).enumerate() {
-        let norm = checked_norm(i, row, metric)?;
-        if metric == Metric::Cosine {
-            row.iter_mut().for_each(|x| *x /= norm);
-        }
-    }
-    Ok(())
 }

@@ -81,6 +81,12 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Whether rows are compared by direction alone (cosine: normalised once, at insertion,
+    /// so an all-zero row has no place).
+    pub fn by_direction(self) -> bool {
+        self == Metric::Cosine
+    }
+
     /// The metric's name as used in tables and on the command line.
     pub fn name(self) -> &'static str {
         match self {

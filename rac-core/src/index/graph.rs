@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::config::{HNSW_M, IndexConfig, Metric, Storage};
-use super::store::GraphRecord;
+use super::schema::GraphRecord;
 use crate::error::{Error, Result};
 
 /// An in-memory usearch index over the items of one index folder, keyed by item id.

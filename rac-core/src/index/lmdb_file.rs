@@ -11,7 +11,7 @@
 //! a big value, the u64 number of its first overflow page). Pages 0 and 1 are meta pages.
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -345,4 +345,9 @@ pub(crate) fn check_tree(path: &Path, data: &Path, file: &DataFile, txnid: u64, 
         queue.extend(walker.walk(db)?);
     }
     Ok(())
+}
+
+/// The LMDB data file of an index folder.
+pub(crate) fn data_file(dir: &Path) -> PathBuf {
+    dir.join("data.mdb")
 }

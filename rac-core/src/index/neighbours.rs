@@ -14,8 +14,11 @@
 use heed::RoTxn;
 use serde::{Deserialize, Serialize};
 
-use super::retrieval::{ItemId, Neighbours, RetrievalIndex};
-use super::store::StoreResult;
+use super::handle::RetrievalIndex;
+use super::lmdb_errors::StoreResult;
+use super::request::{Queries, SearchRequest};
+use super::search::Neighbours;
+use super::source::ItemId;
 use crate::error::{Error, Result};
 use crate::fsio::CacheOutcome;
 
@@ -58,58 +61,6 @@ impl QuerySet<'_> {
             QuerySet::Features { name, .. } => format!("features:{name}"),
             QuerySet::Keyed { name, .. } => format!("keyed:{name}"),
         }
-    }
-}
-
-fn vectors_fingerprint(vectors: &[f32], dim: usize) -> String {
-    let mut bytes: Vec<u8> = (dim as u64).to_le_bytes().to_vec();
-    bytes.extend(vectors.iter().flat_map(|x| x.to_le_bytes()));
-    crate::fsio::sha256_bytes(&bytes)
-}
-
-/// What a neighbour-cache request asks for: the first `k` neighbours of lists searched
-/// `k_max` deep (one stored entry serves every k up to it), with the query itself dropped or
-/// kept. `1 <= k <= k_max` holds by construction, so it is checked once, here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheQuery {
-    k: usize,
-    k_max: usize,
-    drop_self: bool,
-}
-
-impl CacheQuery {
-    /// `k` of `k_max` neighbours; an error naming `retrieval.k` unless `1 <= k <= k_max`.
-    pub fn new(k: usize, k_max: usize, drop_self: bool) -> Result<Self> {
-        if k == 0 {
-            return Err(Error::Setting { field: "k".into(), message: "must be at least 1".into() });
-        }
-        if k > k_max {
-            return Err(Error::Setting {
-                field: "k".into(),
-                message: format!("{k} is larger than k_max ({k_max}), the depth of the neighbour cache"),
-            });
-        }
-        Ok(CacheQuery { k, k_max, drop_self })
-    }
-
-    /// Neighbours returned per query.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    /// The depth of the stored lists.
-    pub fn k_max(&self) -> usize {
-        self.k_max
-    }
-
-    /// Whether a query that is an item of the index drops itself.
-    pub fn drop_self(&self) -> bool {
-        self.drop_self
-    }
-
-    /// The same with the query kept (evaluation items, which are not in the index).
-    pub fn keeping_self(self) -> Self {
-        CacheQuery { drop_self: false, ..self }
     }
 }
 
@@ -171,7 +122,7 @@ impl NeighbourLists {
         out.extend((h.len() as u32).to_le_bytes());
         out.extend(h);
         out.extend(self.ids.iter().flat_map(|x| x.to_le_bytes()));
-        out.extend(self.distances.iter().flat_map(|x| x.to_le_bytes()));
+        out.extend(crate::vectors::f32_to_bytes(&self.distances));
         out
     }
 }
@@ -223,7 +174,7 @@ fn decode(bytes: &[u8]) -> Option<(CacheHeader, NeighbourLists)> {
         return None;
     }
     let ids = body[..4 * m].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let distances = body[4 * m..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let distances = crate::vectors::f32_from_bytes(&body[4 * m..]);
     let lists = NeighbourLists { n: header.n, k: header.k_max, ids, distances };
     Some((header, lists))
 }
@@ -237,14 +188,14 @@ impl NeighbourCache<'_> {
     fn query_fingerprint(&self, set: &QuerySet<'_>) -> Result<String> {
         Ok(match set {
             QuerySet::Source(name) => format!("source:{}", self.index.source(name)?.content_sha256),
-            QuerySet::Features { vectors, dim, .. } => format!("features:{}", vectors_fingerprint(vectors, *dim)),
+            QuerySet::Features { vectors, dim, .. } => format!("features:{}", crate::vectors::fingerprint(vectors, *dim)),
             QuerySet::Keyed { vectors, dim, source, keys, .. } => {
                 let mut named = source.as_bytes().to_vec();
                 for k in keys.iter() {
                     named.push(0);
                     named.extend(k.as_bytes());
                 }
-                format!("keyed:{}:{}", vectors_fingerprint(vectors, *dim), crate::fsio::sha256_bytes(&named))
+                format!("keyed:{}:{}", crate::vectors::fingerprint(vectors, *dim), crate::fsio::sha256_bytes(&named))
             }
         })
     }
@@ -268,24 +219,21 @@ impl NeighbourCache<'_> {
 
     /// The first `k` neighbours of every query of `set`, read from a fresh stored entry of
     /// the query's depth and `drop_self`; `None` otherwise.
-    pub fn get(&self, set: &QuerySet<'_>, query: CacheQuery) -> Result<Option<NeighbourLists>> {
+    pub fn get(&self, set: &QuerySet<'_>, query: SearchRequest) -> Result<Option<NeighbourLists>> {
         let Some((header, lists)) = self.stored(&set.key())? else { return Ok(None) };
-        let want = self.header(set, header.k_max, query.drop_self, header.n)?;
-        if header == want && query.k <= header.k_max { Ok(Some(lists.truncated(query.k))) } else { Ok(None) }
+        let want = self.header(set, header.k_max, query.drop_self(), header.n)?;
+        if header == want && query.k() <= header.k_max { Ok(Some(lists.truncated(query.k()))) } else { Ok(None) }
     }
 
     /// The first `k` neighbours of every query of `set`: read back when a fresh entry holds
     /// them, otherwise searched `k_max` deep, stored, and truncated to `k`. A `k_max` beyond
     /// the index's items is an error naming `k_max`.
-    pub fn lists(&mut self, set: &QuerySet<'_>, query: CacheQuery) -> Result<(NeighbourLists, CacheOutcome)> {
+    pub fn lists(&mut self, set: &QuerySet<'_>, query: SearchRequest) -> Result<(NeighbourLists, CacheOutcome)> {
         // Checked before the lookup, so that a setting that is wrong for this index is named
         // whether or not a shallower entry happens to be cached.
-        let (k_max, drop_self) = (query.k_max, query.drop_self);
+        let (k_max, drop_self) = (query.k_max(), query.drop_self());
         if drop_self && matches!(set, QuerySet::Features { .. }) {
-            return Err(Error::InvalidInput(format!(
-                "neighbour lists of `{}`: drop_self needs to know which item each query is (QuerySet::Source or Keyed)",
-                set.key()
-            )));
+            return Err(Error::DropSelfUnknown { what: format!("neighbour lists of `{}`", set.key()) });
         }
         // The query items of a keyed set, when the index holds their source.
         let own = match set {
@@ -300,20 +248,28 @@ impl NeighbourCache<'_> {
         if k_max + usize::from(drops) > n {
             return Err(Error::Setting {
                 field: "k_max".into(),
-                message: format!("{k_max} neighbours{} are more than the index's {n} items", if drops { " plus the query itself" } else { "" }),
+                message: format!(
+                    "{k_max} neighbours{} are more than the index's {n} items; lower k_max",
+                    if drops { " plus the query itself" } else { "" }
+                ),
             });
         }
         if let Some(lists) = self.get(set, query)? {
             return Ok((lists, CacheOutcome::Hit));
         }
-        let hits = match set {
+        let ids: Vec<ItemId>;
+        let queries = match *set {
             QuerySet::Source(name) => {
-                let ids: Vec<ItemId> = self.index.source_ids(name)?.collect();
-                self.index.item_hits(&ids, k_max, drop_self)?
+                ids = self.index.source_ids(name)?.collect();
+                Queries::Items(&ids)
             }
-            QuerySet::Features { vectors, dim, .. } => self.index.search_hits(vectors, *dim, k_max, None)?,
-            QuerySet::Keyed { vectors, dim, .. } => self.index.search_hits(vectors, *dim, k_max, own.as_deref())?,
+            QuerySet::Features { vectors, dim, .. } => Queries::Vectors { vectors, dim },
+            QuerySet::Keyed { vectors, dim, .. } => match &own {
+                Some(items) => Queries::Identified { vectors, dim, items },
+                None => Queries::Vectors { vectors, dim },
+            },
         };
+        let hits = self.index.search(&queries, &query.deepest())?;
         let lists = NeighbourLists::from_hits(&hits, k_max);
         let header = self.header(set, k_max, drop_self, lists.n)?;
         let bytes = lists.encode(&header);
@@ -322,11 +278,11 @@ impl NeighbourCache<'_> {
         self.index
             .store
             .write("storing neighbour lists", |wtxn, dbs, _meta| dbs.neighbours.put(wtxn, &key, &bytes).at(&path, "storing neighbour lists"))?;
-        Ok((lists.truncated(query.k), CacheOutcome::Computed))
+        Ok((lists.truncated(query.k()), CacheOutcome::Computed))
     }
 
     /// The neighbour lists of `set` with labels and texts attached (see [`Self::lists`]).
-    pub fn neighbours(&mut self, set: &QuerySet<'_>, query: CacheQuery) -> Result<Vec<Neighbours>> {
+    pub fn neighbours(&mut self, set: &QuerySet<'_>, query: SearchRequest) -> Result<Vec<Neighbours>> {
         let (lists, _) = self.lists(set, query)?;
         self.index.resolve(lists.hits())
     }

@@ -12,7 +12,10 @@ use serde::Serialize;
 use super::backend::Searcher;
 use super::config::Backend;
 use super::graph;
-use super::store::{self, Depth, SourceRecord, Store, StoreResult, StoredHasher};
+use super::lmdb_errors::StoreResult;
+use super::lmdb_file::Depth;
+use super::schema::{self, SourceRecord, StoredHasher};
+use super::store::Store;
 use crate::error::Result;
 
 /// What `verify` found in one source.
@@ -88,7 +91,7 @@ impl VerifyReport {
 pub fn verify(path: &Path) -> Result<VerifyReport> {
     let store = Store::open_unchecked(path, Depth::Overflow)?;
     let rtxn = store.env.read_txn().at(path, "verifying")?;
-    let sources = store::read_sources(&rtxn, store.dbs.sources, path)?;
+    let sources = schema::read_sources(&rtxn, store.dbs.sources, path)?;
     let config = &store.meta.config;
     let searcher =
         if config.backend.keeps_vectors_in_lmdb() || store.meta.n_items == 0 { None } else { Searcher::open(&rtxn, store.dbs.ann, path, config)? };
@@ -132,7 +135,9 @@ fn read_back(store: &Store, rtxn: &heed::RoTxn<'_>, searcher: Option<&Searcher<'
         let record = store.dbs.items.get(rtxn, &id).map_err(|e| format!("item {id}'s record cannot be read ({e})"))?;
         let record = record.ok_or_else(|| format!("item {id}'s record is missing"))?;
         let vector: Option<Vec<u8>> = match searcher {
-            Some(r) => r.vector(rtxn, path, id).map_err(|e| format!("item {id}'s vector cannot be read ({e})"))?.map(|v| store::encode_f32(&v)),
+            Some(r) => {
+                r.vector(rtxn, path, id).map_err(|e| format!("item {id}'s vector cannot be read ({e})"))?.map(|v| crate::vectors::f32_to_bytes(&v))
+            }
             None => store.dbs.vectors.get(rtxn, &id).map_err(|e| format!("item {id}'s vector cannot be read ({e})"))?.map(<[u8]>::to_vec),
         };
         let vector = vector.ok_or_else(|| format!("item {id}'s vector is missing"))?;

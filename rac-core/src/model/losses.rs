@@ -147,7 +147,10 @@ impl LongTailLoss {
     /// Bind a loss to per-class training counts `N_y`.
     pub fn new(config: &LossConfig, class_counts: &[usize], device: &Device) -> Result<Self> {
         if class_counts.is_empty() || class_counts.contains(&0) {
-            return Err(Error::InvalidInput("every class needs a positive training count for the loss".into()));
+            return Err(Error::Empty {
+                what: "a class's training items".into(),
+                hint: "the loss needs every class's training count; a class with none is a label gap of the data set: check its split files".into(),
+            });
         }
         let c = class_counts.len();
         let n: f64 = class_counts.iter().sum::<usize>() as f64;
@@ -193,7 +196,11 @@ impl LongTailLoss {
     pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let (b, c) = logits.dims2()?;
         if c != self.num_classes {
-            return Err(Error::InvalidInput(format!("logits have {c} classes but the loss was built for {}", self.num_classes)));
+            return Err(Error::Shape {
+                what: "loss: logit columns".into(),
+                expected: format!("{}, the classes the loss was built for", self.num_classes),
+                found: c.to_string(),
+            });
         }
         let targets = targets.to_dtype(DType::U32)?;
         let onehot = one_hot(&targets, c, logits.device())?;
@@ -215,7 +222,7 @@ impl LongTailLoss {
 pub fn one_hot(targets: &Tensor, num_classes: usize, device: &Device) -> Result<Tensor> {
     let t: Vec<u32> = targets.to_vec1()?;
     if let Some(&bad) = t.iter().find(|&&x| x as usize >= num_classes) {
-        return Err(Error::InvalidInput(format!("target {bad} is out of range for {num_classes} classes")));
+        return Err(Error::LabelOutOfRange { what: "loss: a target".into(), label: bad as i64, classes: num_classes });
     }
     let mut v = vec![0f32; t.len() * num_classes];
     for (i, &y) in t.iter().enumerate() {

@@ -255,7 +255,7 @@ impl RacModel {
     /// retrieval branch has one; otherwise it reads cached embeddings of width `text_dim`.
     pub fn new(config: &ModelConfig, widths: Widths, text: Option<Box<dyn TrainableTextEncoder>>, seed: u64, device: &Device) -> Result<Self> {
         if widths.num_classes < 2 {
-            return Err(Error::InvalidInput("a classifier needs at least two classes".into()));
+            return Err(Error::Shape { what: "a classifier's classes".into(), expected: "at least 2".into(), found: widths.num_classes.to_string() });
         }
         let mut vars = Vec::new();
         let mut init = Init { rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed), vars: &mut vars, device: device.clone() };
@@ -301,7 +301,7 @@ impl RacModel {
     pub fn forward(&self, batch: &Batch) -> Result<Outputs> {
         let base = match (&self.base, &batch.base) {
             (Some(h), Some(x)) => Some(h.forward(x)?),
-            (Some(_), None) => return Err(Error::InvalidInput("the base branch needs base features".into())),
+            (Some(_), None) => return Err(Error::Internal("the base branch was given no base features".into())),
             _ => None,
         };
         let retrieval = match (&self.retrieval, &batch.retrieval) {
@@ -310,15 +310,15 @@ impl RacModel {
                     (RetrievalBatch::Embedded(x), None) => x.clone(),
                     (RetrievalBatch::Tokens { ids, mask }, Some(t)) => t.forward(ids, mask)?,
                     (RetrievalBatch::Embedded(_), Some(_)) => {
-                        return Err(Error::InvalidInput("the trainable text encoder needs token ids, not embeddings".into()));
+                        return Err(Error::Internal("the trainable text encoder was given embeddings, not token ids".into()));
                     }
                     (RetrievalBatch::Tokens { .. }, None) => {
-                        return Err(Error::InvalidInput("the retrieval branch reads cached embeddings, not token ids".into()));
+                        return Err(Error::Internal("the retrieval branch over cached embeddings was given token ids".into()));
                     }
                 };
                 Some(h.forward(&feats.to_dtype(DType::F32)?)?)
             }
-            (Some(_), None) => return Err(Error::InvalidInput("the retrieval branch needs its input".into())),
+            (Some(_), None) => return Err(Error::Internal("the retrieval branch was given no input".into())),
             _ => None,
         };
         let fused = match (&base, &retrieval) {

@@ -150,9 +150,10 @@ impl TrainableVit {
     /// Fine-tune from `weights` (their tensors initialise the masters).
     pub fn new(weights: &Weights, config: VitConfig, preprocess: Preprocess, precision: Precision) -> Result<Self> {
         if precision == Precision::Bf16 && weights.device().is_cpu() {
-            return Err(Error::InvalidInput(
-                "base_encoder.precision: `bf16` needs a CUDA device (candle has no bf16 matrix product on the CPU); use `f32` there".into(),
-            ));
+            return Err(Error::Setting {
+                field: "base_encoder.precision".into(),
+                message: "`bf16` needs a CUDA device (candle has no bf16 matrix product on the CPU); use `f32` there".into(),
+            });
         }
         let varmap = VarMap::new();
         let master = VitEncoder::trainable(weights, config.clone(), preprocess.clone(), &varmap, DType::F32)?;
@@ -215,7 +216,11 @@ impl TrainableVit {
 pub fn pixels_to_device(pixels: &[u8], size: usize, pre: &Preprocess, device: &Device, dtype: DType) -> Result<Tensor> {
     let per = 3 * size * size;
     if per == 0 || !pixels.len().is_multiple_of(per) {
-        return Err(Error::InvalidInput(format!("{} bytes are not whole 3x{size}x{size} images", pixels.len())));
+        return Err(Error::Shape {
+            what: "pixels to the device".into(),
+            expected: format!("whole 3x{size}x{size} images"),
+            found: format!("{} bytes", pixels.len()),
+        });
     }
     let n = pixels.len() / per;
     let x = Tensor::from_slice(pixels, (n, 3, size, size), device)?.to_dtype(DType::F32)?;

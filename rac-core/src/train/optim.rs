@@ -131,13 +131,14 @@ impl AdamW {
         (out, self.step)
     }
 
-    /// Restore the state written by [`AdamW::state`].
-    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: usize) -> Result<()> {
+    /// Restore the state written by [`AdamW::state`]; what does not fit is said in words, for
+    /// the caller to name its checkpoint file with.
+    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: usize) -> std::result::Result<(), String> {
         for (n, var, m, v) in self.params.iter_mut() {
-            let get = |k: String| tensors.get(&k).cloned().ok_or_else(|| Error::InvalidInput(format!("checkpoint lacks optimiser tensor `{k}`")));
+            let get = |k: String| tensors.get(&k).cloned().ok_or_else(|| format!("missing optimiser tensor `{k}`"));
             let (nm, nv) = (get(format!("adamw.m.{n}"))?, get(format!("adamw.v.{n}"))?);
             if nm.dims() != var.dims() || nv.dims() != var.dims() {
-                return Err(Error::InvalidInput(format!("checkpoint optimiser tensor for `{n}` has the wrong shape")));
+                return Err(format!("the optimiser tensors of `{n}` have shape {:?}, the model {:?}", nm.dims(), var.dims()));
             }
             *m = nm;
             *v = nv;

@@ -297,11 +297,11 @@ pub fn train_with(job: &TrainJob, source: &mut dyn BatchSource, mut eval: Option
     let config = job.config;
     let n = source.len();
     if n == 0 {
-        return Err(Error::InvalidInput("the training split is empty".into()));
+        return Err(Error::Empty { what: "the training split".into(), hint: "check the data set's training split list, or its thinning".into() });
     }
     // Experiments are validated at load; this guards configs built in code.
     if config.batch_size == 0 || config.epochs == 0 {
-        return Err(Error::InvalidInput("train.batch_size and train.epochs must be at least 1".into()));
+        return Err(Error::Setting { field: "train.batch_size / train.epochs".into(), message: "must be at least 1".into() });
     }
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let schedule = CosineWarmup {
@@ -355,7 +355,7 @@ pub fn train_with(job: &TrainJob, source: &mut dyn BatchSource, mut eval: Option
             )?;
         }
         if job.hooks.stop_after_epoch == Some(epoch + 1) && epoch + 1 < config.epochs {
-            return Err(Error::InvalidInput(format!("training stopped after epoch {} (hook)", epoch + 1)));
+            return Err(Error::TrainingStopped { epoch: epoch + 1 });
         }
     }
     if let Some(b) = bar {
@@ -417,7 +417,11 @@ pub fn predict(model: &RacModel, inputs: &Inputs, batch_size: usize) -> Result<O
         fused.push(out.fused.detach());
     }
     let cat = |v: Vec<Tensor>| -> Result<Option<Tensor>> { if v.is_empty() { Ok(None) } else { Ok(Some(Tensor::cat(&v, 0)?)) } };
-    Ok(Outputs { base: cat(base)?, retrieval: cat(ret)?, fused: cat(fused)?.ok_or_else(|| Error::InvalidInput("no items to predict".into()))? })
+    Ok(Outputs {
+        base: cat(base)?,
+        retrieval: cat(ret)?,
+        fused: cat(fused)?.ok_or_else(|| Error::Empty { what: "the items to predict".into(), hint: "give at least one item".into() })?,
+    })
 }
 
 fn save_checkpoint(path: &Path, vars: &[(String, Var)], optim: &AdamW, state: &CheckpointState) -> Result<()> {
@@ -438,7 +442,7 @@ fn load_checkpoint(path: &Path, vars: &[(String, Var)], optim: &mut AdamW) -> Re
         return Ok(None);
     }
     let bytes = fsio::read(path, "checkpoint")?;
-    let bad = |m: String| Error::Format { path: path.to_path_buf(), message: m };
+    let bad = |m: String| Error::Format { path: path.to_path_buf(), message: format!("{m}; delete the checkpoint to train the run from its start") };
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a checkpoint: {e}")))?;
     let state: CheckpointState = meta
         .metadata()
@@ -455,7 +459,7 @@ fn load_checkpoint(path: &Path, vars: &[(String, Var)], optim: &mut AdamW) -> Re
         }
         var.set(t)?;
     }
-    optim.load_state(&tensors, state.step)?;
+    optim.load_state(&tensors, state.step).map_err(bad)?;
     Ok(Some(state))
 }
 

@@ -10,7 +10,7 @@ use rac_core::assets::AssetCache;
 use rac_core::data::{Dataset, SplitKind};
 use rac_core::encoders::{ImageEncoder, ImageEncoderSpec};
 use rac_core::features::{BarProgress, CacheOutcome, EncodeOptions, FeatureStore, Features};
-use rac_core::index::one_nn_accuracy;
+use rac_core::knn::one_nn_accuracy;
 
 use crate::data_cmd::PathArgs;
 

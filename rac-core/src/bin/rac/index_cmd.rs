@@ -9,13 +9,15 @@ use clap::{Args, Subcommand};
 use crate::data_cmd::PathArgs;
 use crate::encode_cmd;
 use rac_core::assets::AssetCache;
+use rac_core::bench::{self, BenchSpec};
+use rac_core::data::npy;
+use rac_core::data::synthetic::{SyntheticSpec, generate};
 use rac_core::data::{Dataset, SplitKind};
 use rac_core::features::EncodeOptions;
-use rac_core::index::bench::{self, BenchSpec};
-use rac_core::index::synthetic::{SyntheticSpec, generate};
-use rac_core::index::{
-    Backend, CacheQuery, Failpoint, FeatureFile, IndexConfig, Metric, QueryOptions, QuerySet, RetrievalIndex, Storage, npy, retrieval_only_table,
-};
+use rac_core::features::FeatureFile;
+use rac_core::index::internals::Failpoint;
+use rac_core::index::{Backend, IndexConfig, Metric, Queries, QuerySet, RetrievalIndex, SearchRequest, Storage};
+use rac_core::knn::retrieval_only_table;
 
 /// The `index` command group.
 #[derive(Subcommand)]
@@ -370,7 +372,8 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
                 Some(keys) => keys[..rows].to_vec(),
                 None => (0..rows).map(|i| format!("{source}/{i}")).collect(),
             };
-            let res = index.query_keyed(&f.vectors[..rows * f.dim], f.dim, &source, &keys, &QueryOptions { k, drop_self })?;
+            let queries = Queries::Keyed { vectors: &f.vectors[..rows * f.dim], dim: f.dim, source: &source, keys: &keys };
+            let res = index.neighbours(&queries, &SearchRequest::top(k)?.dropping_self(drop_self))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&res)?);
             } else {
@@ -417,8 +420,8 @@ pub fn run(cmd: IndexCmd, cache: &AssetCache) -> Result<()> {
             let train_labels: Vec<usize> = train_f.labels.iter().map(|&l| l as usize).collect();
             let counts = rac_core::data::class_counts(&train_labels, num_classes);
             let set = QuerySet::Features { name: "test", vectors: &test_f.vectors, dim: test_f.dim };
-            let k_max = k.max(50).min(idx.len());
-            let neighbours = idx.neighbour_cache().neighbours(&set, CacheQuery::new(k, k_max, false)?)?;
+            let request = SearchRequest::at_default_depth(k, idx.len())?;
+            let neighbours = idx.neighbour_cache().neighbours(&set, request)?;
             let df = retrieval_only_table(&neighbours, &test_f.labels, &counts, k, cfg.metric)?;
             println!("retrieval-only top-1 accuracy (mean of per-class accuracy, %), {} backend, k = {k}", cfg.backend);
             println!("{}", rac_core::eval::text_table(&df));

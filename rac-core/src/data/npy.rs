@@ -71,7 +71,7 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
         return Err(bad(&format!("expected {} data bytes for shape {shape:?}, found {}", count * width, body.len())));
     }
     let data = if width == 4 {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        crate::vectors::f32_from_bytes(body)
     } else {
         body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
     };

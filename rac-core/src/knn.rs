@@ -12,13 +12,11 @@ use candle_core::Tensor;
 use polars::prelude::*;
 use serde::Serialize;
 
-use super::config::Metric;
-use super::exact::ExactMatrix;
-use super::retrieval::Neighbours;
 use crate::data::longtail::ShotBucket;
-use crate::encoders::l2_normalize;
 use crate::error::{Error, Result};
 use crate::eval::{BucketMeans, ClassTally};
+use crate::index::{ExactMatrix, Metric, Neighbours};
+use crate::vectors::l2_normalise;
 
 /// DINO's temperature for the weighted vote.
 pub const DINO_TEMPERATURE: f32 = 0.07;
@@ -88,18 +86,22 @@ pub fn vote(labels: &[u32], distances: &[f32], k: usize, rule: VoteRule, metric:
 /// its true labels, `train_counts[c]` the training count of class `c`.
 pub fn retrieval_only_table(neighbours: &[Neighbours], test_labels: &[u32], train_counts: &[usize], k: usize, metric: Metric) -> Result<DataFrame> {
     if neighbours.len() != test_labels.len() {
-        return Err(Error::InvalidInput(format!(
-            "retrieval-only evaluation: {} neighbour lists for {} test labels",
-            neighbours.len(),
-            test_labels.len()
-        )));
+        return Err(Error::Shape {
+            what: "retrieval-only evaluation: neighbour lists".into(),
+            expected: format!("{}, one per test label", test_labels.len()),
+            found: neighbours.len().to_string(),
+        });
     }
     if let Some(i) = neighbours.iter().position(|n| n.labels.len() < k) {
-        return Err(Error::InvalidInput(format!("retrieval-only evaluation: query {i} has fewer than k = {k} neighbours")));
+        return Err(Error::Shape {
+            what: format!("retrieval-only evaluation: query {i}'s neighbours"),
+            expected: format!("at least k = {k} (search as deep as the table's k)"),
+            found: neighbours[i].labels.len().to_string(),
+        });
     }
     let num_classes = train_counts.len();
     if let Some(&t) = test_labels.iter().find(|&&t| t as usize >= num_classes) {
-        return Err(Error::InvalidInput(format!("retrieval-only evaluation: test label {t} but only {num_classes} classes")));
+        return Err(Error::LabelOutOfRange { what: "retrieval-only evaluation: a test label".into(), label: t.into(), classes: num_classes });
     }
     let truth: Vec<usize> = test_labels.iter().map(|&t| t as usize).collect();
     let rules = [VoteRule::Nearest, VoteRule::Majority, VoteRule::Weighted { temperature: DINO_TEMPERATURE }];
@@ -126,8 +128,7 @@ pub fn retrieval_only_table(neighbours: &[Neighbours], test_labels: &[u32], trai
         Column::new("many".into(), many),
         Column::new("medium".into(), medium),
         Column::new("few".into(), few),
-    ])
-    .map_err(|e| Error::InvalidInput(format!("retrieval-only table: {e}")))?;
+    ])?;
     Ok(df)
 }
 
@@ -165,19 +166,19 @@ pub fn one_nn_accuracy(
     let (nq, dq) = queries.dims2()?;
     let (nr, dr) = references.dims2()?;
     if dq != dr {
-        return Err(Error::InvalidInput(format!("1-NN: queries have dimension {dq}, references {dr}")));
+        return Err(Error::Shape { what: "1-NN: the queries' dimension".into(), expected: format!("{dr}, the references'"), found: dq.to_string() });
     }
     if nr == 0 {
-        return Err(Error::InvalidInput("1-NN: there are no reference items".into()));
+        return Err(Error::Empty { what: "1-NN: the reference set".into(), hint: "encode the training split first".into() });
     }
     if nq != query_labels.len() || nr != reference_labels.len() {
-        return Err(Error::InvalidInput(format!(
-            "1-NN: {nq} queries with {} labels, {nr} references with {} labels",
-            query_labels.len(),
-            reference_labels.len()
-        )));
+        return Err(Error::Shape {
+            what: "1-NN: labels".into(),
+            expected: format!("one per row ({nq} queries, {nr} references)"),
+            found: format!("{} and {}", query_labels.len(), reference_labels.len()),
+        });
     }
-    let rows = |t: &Tensor| -> Result<Vec<f32>> { Ok(l2_normalize(t)?.flatten_all()?.to_vec1::<f32>()?) };
+    let rows = |t: &Tensor| -> Result<Vec<f32>> { Ok(l2_normalise(t)?.flatten_all()?.to_vec1::<f32>()?) };
     let matrix = ExactMatrix::new((0..nr as u32).collect(), rows(references)?, dr, Metric::Cosine)?;
     let hits = matrix.search(&rows(queries)?, 1)?;
     let preds: Vec<usize> = hits.iter().map(|h| reference_labels[h[0].0 as usize]).collect();

@@ -8,9 +8,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{Backend, HNSW_M, IndexConfig, Metric, Storage};
-use super::retrieval::{ItemId, RetrievalIndex, Source};
 use crate::error::{Error, Result};
+use crate::index::{Backend, HNSW_M, IndexConfig, ItemId, Metric, Queries, RetrievalIndex, SearchRequest, Source, Storage};
 
 /// The k of the recall columns; the largest is the paper's k = 30.
 pub const RECALL_KS: [usize; 3] = [1, 10, 30];
@@ -161,9 +160,11 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
     let nq = queries.len() / dim.max(1);
     let k = *RECALL_KS.last().expect("non-empty");
     if dim == 0 || n < k || nq == 0 || !base.len().is_multiple_of(dim) || !queries.len().is_multiple_of(dim) {
-        return Err(Error::InvalidInput(format!(
-            "index bench: need at least {k} base vectors and 1 query of one dimension; got {n} and {nq} of dimension {dim}"
-        )));
+        return Err(Error::Shape {
+            what: "index bench: the base and query vectors".into(),
+            expected: format!("at least {k} base vectors and 1 query, of one dimension"),
+            found: format!("{n} and {nq} of dimension {dim}"),
+        });
     }
     crate::fsio::create_dir_all(work_dir)?;
     let texts: Vec<String> = (0..n).map(|i| format!("item {i}")).collect();
@@ -218,7 +219,7 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
             drop(index);
             let t0 = Instant::now();
             let mut index = RetrievalIndex::open(dir.path())?;
-            index.search_hits(&queries[..dim], dim, k, None)?;
+            index.search(&Queries::vectors(&queries[..dim], dim), &SearchRequest::top(k)?)?;
             let open_s = t0.elapsed().as_secs_f64();
             log(&format!("  built in {build_s:.1} s, {:.1} MiB, opened in {open_s:.2} s", size_bytes as f64 / (1u64 << 20) as f64));
             if let Some(kernels) = index.usearch_kernels() {
@@ -251,7 +252,7 @@ pub fn run(base: &[f32], queries: &[f32], dim: usize, spec: &BenchSpec, work_dir
             for (params, qconfig) in query_settings {
                 index.set_query_params(&qconfig)?;
                 let t0 = Instant::now();
-                let hits = index.search_hits(queries, dim, k, None)?;
+                let hits = index.search(&Queries::vectors(queries, dim), &SearchRequest::top(k)?)?;
                 let batched_qps = nq as f64 / t0.elapsed().as_secs_f64();
                 let exact = truth.get_or_insert_with(|| hits.clone());
                 let single = &queries[..spec.single_queries.min(nq).max(1) * dim];

@@ -9,7 +9,6 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-use super::retrieval::Source;
 use crate::error::{Error, Result};
 
 /// Class ids must lie below this: per-class tables are sized by the largest id, and no data
@@ -42,17 +41,6 @@ impl FeatureFile {
         self.labels.is_empty()
     }
 
-    /// Whether its rows can be searched with or stored under `metric` (none all zeros under
-    /// cosine; finiteness is checked when it is read), and are of dimension `dim`; errors
-    /// name the file `path` it came from.
-    pub fn check_for(&self, path: &Path, metric: super::config::Metric, dim: usize) -> Result<()> {
-        let tensor_err = |message: String| Error::Tensor { path: path.to_path_buf(), name: "features".into(), message };
-        if self.dim != dim {
-            return Err(tensor_err(format!("vectors of dimension {}, where {dim} are needed", self.dim)));
-        }
-        super::backend::check_rows(&self.vectors, self.dim, metric).map_err(|bad| tensor_err(bad.describe()))
-    }
-
     /// Read a feature file; errors name the file and tensor.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = crate::fsio::read(path, "feature file")?;
@@ -73,7 +61,7 @@ impl FeatureFile {
             return Err(tensor_err("features", format!("expected a float type, found {:?}", features.dtype())));
         }
         let vectors = features.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        if let Err(bad) = super::backend::check_rows(&vectors, dim, super::config::Metric::L2) {
+        if let Err(bad) = crate::vectors::check_rows(&vectors, dim, false) {
             return Err(tensor_err("features", bad.describe()));
         }
         let labels_t = tensors.get("labels").ok_or_else(|| tensor_err("labels", "missing".into()))?;
@@ -140,7 +128,7 @@ impl FeatureFile {
         if let Some(k) = &self.keys {
             meta.insert("keys".to_string(), serde_json::to_string(k).expect("strings serialise"));
         }
-        let fbytes: Vec<u8> = self.vectors.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let fbytes: Vec<u8> = crate::vectors::f32_to_bytes(&self.vectors);
         let lbytes: Vec<u8> = self.labels.iter().flat_map(|x| x.to_le_bytes()).collect();
         let st_err = |e: safetensors::SafeTensorError| Error::Format { path: path.to_path_buf(), message: format!("writing safetensors: {e}") };
         let views = vec![
@@ -174,14 +162,5 @@ impl FeatureFile {
                 None => format!("class {l}"),
             })
             .collect()
-    }
-
-    /// As an index source named `name`.
-    pub fn to_source(&self, name: &str) -> Result<Source> {
-        let s = Source::from_vecs(name, self.vectors.clone(), self.dim, self.texts(), self.labels.clone())?;
-        match &self.keys {
-            Some(k) => s.with_keys(k.clone()),
-            None => Ok(s),
-        }
     }
 }

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::vectors::{l2_norm, scale_to_unit};
 
 /// The shape of a synthetic set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +63,7 @@ fn gaussian(rng: &mut ChaCha8Rng) -> f32 {
     // Box-Muller; u1 in (0, 1] so the log is finite.
     let u1: f64 = 1.0 - rng.random::<f64>();
     let u2: f64 = rng.random::<f64>();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    crate::vectors::box_muller(u1, u2).0 as f32
 }
 
 fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
@@ -75,10 +76,10 @@ fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
 pub fn generate(spec: &SyntheticSpec) -> Result<SyntheticSet> {
     let (d, s) = (spec.dim, spec.subspace);
     if s == 0 || s > d || spec.clusters == 0 {
-        return Err(Error::InvalidInput(format!(
-            "synthetic set: need 1 <= subspace <= dim and clusters >= 1 (subspace {s}, dim {d}, clusters {})",
-            spec.clusters
-        )));
+        return Err(Error::Setting {
+            field: "synthetic".into(),
+            message: format!("need 1 <= subspace <= dim and clusters >= 1 (subspace {s}, dim {d}, clusters {})", spec.clusters),
+        });
     }
     // Random orthonormal basis (s columns of length d) by Gram-Schmidt, stored row-major s x d.
     let mut rng = stream(spec.seed, 0);
@@ -89,9 +90,9 @@ pub fn generate(spec: &SyntheticSpec) -> Result<SyntheticSet> {
             let dot: f32 = v.iter().zip(b).map(|(x, y)| x * y).sum();
             v.iter_mut().zip(b).for_each(|(x, y)| *x -= dot * y);
         }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let norm = l2_norm(&v);
         if norm > 1e-3 {
-            v.iter_mut().for_each(|x| *x /= norm);
+            scale_to_unit(&mut v, norm);
             basis.push(v);
         }
     }
@@ -108,8 +109,8 @@ pub fn generate(spec: &SyntheticSpec) -> Result<SyntheticSet> {
                 for (zj, b) in z.iter().zip(&basis) {
                     x.iter_mut().zip(b).for_each(|(xi, bi)| *xi += zj * bi);
                 }
-                let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
-                x.iter_mut().for_each(|v| *v /= norm);
+                let norm = l2_norm(&x).max(f32::MIN_POSITIVE);
+                scale_to_unit(&mut x, norm);
                 (x, c as u32)
             })
             .collect();
