@@ -236,6 +236,9 @@ fn typed_edits_set_what_notebooks_change_and_are_checked() {
     let deep = recipe.with_k(80).unwrap();
     assert_eq!((deep.retrieval.k, deep.retrieval.k_max), (80, 80));
     assert_eq!(recipe.with_k(10).unwrap(), recipe.with("retrieval.k", "10").unwrap(), "the same experiment as the dotted key");
+    // The dotted key applies the same rule (it used to leave k_max behind and fail validation).
+    assert_eq!(recipe.with("retrieval.k", "80").unwrap(), deep, "`--set retrieval.k=80` deepens the cache as with_k does");
+    assert_eq!(rac_core::index::k_max_for(80, 50), 80);
     let msg = recipe.with_k(0).unwrap_err().to_string();
     assert!(msg.contains("experiment `x`") && msg.contains("retrieval"), "{msg}");
     // Each typed edit is the dotted key's value, so record hashes agree with experiment files.
