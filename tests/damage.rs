@@ -529,3 +529,112 @@ fn an_unwritable_feature_store_is_named_before_encoding() {
     assert!(msg.contains(&format!("{d}/store")) && msg.contains("read-only"), "{msg}");
     assert!(!msg.contains("train with"), "nothing was encoded first: {msg}");
 }
+
+#[test]
+fn the_last_bad_values_are_named_at_the_edge_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (feats, d) = (dir.path().join("f.safetensors"), dir.path().display().to_string());
+    features_file(&feats, 400, 16);
+    let f = feats.display().to_string();
+    let ix = format!("{d}/ix");
+    assert!(rac(&["index", "build", &ix, "--features", &f], &[]).status.success());
+    let huge = "18446744073709551615";
+    let cases: Vec<(Vec<String>, &str, Option<String>)> = vec![
+        // k past any search: `k + 1` once wrapped to 0 and answered nothing.
+        (
+            vec!["index".into(), "query".into(), ix.clone(), "--features".into(), f.clone(), "--k".into(), huge.into(), "--drop-self".into()],
+            "`k`",
+            None,
+        ),
+        // A search width with many digits, never stored.
+        (
+            vec!["index".into(), "build".into(), format!("{d}/wide"), "--features".into(), f.clone(), "--ef-search".into(), huge.into()],
+            "hnsw.ef_search",
+            Some(format!("{d}/wide")),
+        ),
+        // A synthetic set past memory: a named error, not a capacity-overflow panic.
+        (
+            vec!["index".into(), "synth".into(), "--out".into(), format!("{d}/synth"), "--n".into(), huge.into()],
+            "synthetic.n_base",
+            Some(format!("{d}/synth")),
+        ),
+        // Fig 5's axes: 0 per class or 0 classes would mean "no thinning" and train on all.
+        (
+            vec![
+                "memory".into(),
+                "content".into(),
+                "experiments/demo.toml".into(),
+                "--per-class".into(),
+                "0".into(),
+                "--runs-dir".into(),
+                format!("{d}/runs"),
+            ],
+            "per_class",
+            Some(format!("{d}/runs")),
+        ),
+        (
+            vec![
+                "memory".into(),
+                "content".into(),
+                "experiments/demo.toml".into(),
+                "--classes".into(),
+                "0".into(),
+                "--runs-dir".into(),
+                format!("{d}/runs"),
+            ],
+            "classes",
+            Some(format!("{d}/runs")),
+        ),
+    ];
+    for (args, field, not_written) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stderr = exited_cleanly(&rac(&args, &[]));
+        assert!(stderr.contains(field), "rac {args:?} should name {field}: {stderr}");
+        if let Some(path) = not_written {
+            assert!(!Path::new(path).exists(), "rac {args:?} wrote {path}");
+        }
+    }
+
+    // Vectors near f32's largest value under L2: refused at insert, named (their squared
+    // distances would overflow to a `null` distance); the same rows under cosine are fine.
+    let big = dir.path().join("big.safetensors");
+    let vectors: Vec<f32> = (0..40 * 4).map(|i| if i % 4 == 0 { 3.0e38 } else { i as f32 }).collect();
+    FeatureFile { vectors, dim: 4, labels: (0..40).map(|i| i % 2).collect(), class_texts: None, keys: None }.write(&big).unwrap();
+    let b = big.display().to_string();
+    let stderr = exited_cleanly(&rac(&["index", "build", &format!("{d}/l2"), "--features", &b, "--metric", "l2"], &[]));
+    assert!(stderr.contains("row 0") && stderr.contains("L2 distances stay finite"), "{stderr}");
+    assert!(!dir.path().join("l2").exists());
+    let out = rac(&["index", "query", &format!("{d}/cos"), "--features", &b, "--k", "2", "--json"], &[]);
+    assert!(!out.status.success(), "no index there yet");
+    let out = rac(&["index", "build", &format!("{d}/cos"), "--features", &b], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rac(&["index", "query", &format!("{d}/cos"), "--features", &b, "--k", "2", "--json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hits: Vec<rac_core::index::Neighbours> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(hits.iter().all(|h| h.distances.iter().all(|d| d.is_finite())), "{hits:?}");
+
+    // A graph file replaced by a FIFO: `stats` does not hang on it; the graph is rebuilt
+    // from LMDB, with a warning that names the file.
+    let graph = std::fs::read_dir(&ix).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "usearch")).unwrap();
+    std::fs::remove_file(&graph).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&graph).status().unwrap();
+    assert!(made.success());
+    let mut child = std::process::Command::new(rac_tests::rac_bin())
+        .args(["index", "stats", &ix])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("`rac index stats` hung on a FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("not a regular file"), "{stderr}");
+    assert!(rac(&["index", "verify", &ix], &[]).status.success());
+}

@@ -81,10 +81,14 @@ fn a_run_is_reproducible_and_leaves_a_loadable_record() {
     }
     // (`b` rewrote the record: its timings are the ones on disk.)
     // A record without its column types (written before dtypes.toml) still loads, inferred.
+    // (Such a record also predates checksums: its COMPLETE is empty, and it loads with a note.)
     let old = tempfile::tempdir().unwrap();
     copy_dir(&a.dir, old.path());
     std::fs::remove_file(old.path().join("dtypes.toml")).unwrap();
+    std::fs::write(old.path().join("COMPLETE"), "").unwrap();
     let inferred = RunRecord::load(old.path()).unwrap();
+    assert!(inferred.notes.iter().any(|n| n.contains("before checksums")), "{:?}", inferred.notes);
+    assert!(loaded.notes.is_empty(), "{:?}", loaded.notes);
     assert_eq!(inferred.per_class.column("class").unwrap().dtype(), &polars::prelude::DataType::Int64);
     // A damaged one names the table and column.
     std::fs::write(old.path().join("dtypes.toml"), "[per_class]\nclass = \"u33\"\n").unwrap();
@@ -93,6 +97,42 @@ fn a_run_is_reproducible_and_leaves_a_loadable_record() {
     assert!(loaded.meta.versions.contains_key("candle-core"));
     assert_eq!(list_runs(runs.path()).unwrap().len(), 1);
     assert_eq!(load_runs(runs.path()).unwrap().height(), 3);
+
+    // A record's tables are checked against the checksums its run wrote: an edited, a cut
+    // and a deleted table are each named, never served.
+    let metrics_csv = std::fs::read_to_string(b.dir.join("metrics.csv")).unwrap();
+    type Damage<'a> = Box<dyn Fn(&Path) + 'a>;
+    let damages: [(&str, &str, Damage<'_>); 4] = [
+        ("metrics.csv", "was changed", Box::new(|d: &Path| std::fs::write(d.join("metrics.csv"), metrics_csv.replacen('.', "9", 1)).unwrap())),
+        (
+            "per_class.csv",
+            "was changed",
+            Box::new(|d: &Path| {
+                let text = std::fs::read(d.join("per_class.csv")).unwrap();
+                std::fs::write(d.join("per_class.csv"), &text[..text.len() / 2]).unwrap()
+            }),
+        ),
+        ("epochs.csv", "was deleted", Box::new(|d: &Path| std::fs::remove_file(d.join("epochs.csv")).unwrap())),
+        ("extra.csv", "was added", Box::new(|d: &Path| std::fs::write(d.join("extra.csv"), "a\n1\n").unwrap())),
+    ];
+    for (file, how, damage) in &damages {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&b.dir, copy.path());
+        damage(copy.path());
+        let msg = RunRecord::load(copy.path()).unwrap_err().to_string();
+        assert!(msg.contains(file) && msg.contains(how) && msg.contains("after the run was recorded"), "{msg}");
+        // `rac runs` names it too, and exits 1.
+        let runs_copy = tempfile::tempdir().unwrap();
+        copy_dir(copy.path(), &runs_copy.path().join("small-damaged"));
+        let out = rac_tests::rac(&["runs", "--runs-dir", runs_copy.path().to_str().unwrap()], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(1) && err.contains(file) && err.contains(how), "{err}");
+    }
+    // A run whose record was edited is trained again (same numbers), not served.
+    std::fs::write(b.dir.join("metrics.csv"), metrics_csv.replacen('.', "9", 1)).unwrap();
+    let retrained = run(&exp, &env).unwrap();
+    assert_eq!(retrained.metrics, a.metrics, "the edited record was replaced by a new run");
+    RunRecord::load(&retrained.dir).unwrap();
 
     // A run that fails leaves no record behind.
     let mut bad = small_experiment(&manifest, "bad");
@@ -313,6 +353,7 @@ fn provenance_names_the_code_data_and_weights_by_their_sha256() {
 
 /// A copy of the plain files of `from` in `to`.
 fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }

@@ -799,3 +799,187 @@ fn an_index_open_in_this_process_is_not_opened_twice_and_reopens_once_dropped() 
     drop(index);
     assert_eq!(RetrievalIndex::open(dir.path()).unwrap().len(), 50, "closed, it opens again");
 }
+
+// ---- many processes, one index ------------------------------------------------------------
+
+/// The vectors of a writer's own source: far from every other source's, so that each of its
+/// rows answers its own item first.
+fn own_rows(n: usize, dim: usize, writer: usize) -> Vec<f32> {
+    let set = small_set(n, 1, dim, 500 + writer as u64);
+    set.base.chunks(dim).flat_map(|r| r.iter().enumerate().map(move |(j, x)| if j == writer % dim { x + 40.0 } else { *x })).collect()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn writers_and_readers_in_many_processes_keep_the_index_whole() {
+    let dim = 16;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("shared");
+    let (d, base) = (dir.to_str().unwrap().to_string(), work.path().join("base.safetensors"));
+    let set = small_set(400, 1, dim, 11);
+    write_features(&base, &set.base, dim);
+    let b = base.to_str().unwrap().to_string();
+    let ok = |args: &[&str]| {
+        let out = Command::new(rac_bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "rac {args:?}: {}", stderr_of(&out));
+        out
+    };
+    ok(&["index", "build", &d, "--features", &b]);
+    let writers = 3;
+    let files: Vec<String> = (0..writers)
+        .map(|w| {
+            let f = work.path().join(format!("w{w}.safetensors"));
+            write_features(&f, &own_rows(60, dim, w), dim);
+            f.to_str().unwrap().to_string()
+        })
+        .collect();
+    // Flags, not barriers: a thread that fails must fail the test, not leave others waiting.
+    let (done, rebuilt) = (std::sync::atomic::AtomicBool::new(false), std::sync::atomic::AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        // Readers: `rac index query` in a loop; every answer is whole (its nearest item is the
+        // query's own training row, which no writer removes) and no query fails.
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut answered = 0;
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        let out = Command::new(rac_bin())
+                            .args(["index", "query", &d, "--features", &b, "--rows", "4", "--k", "3", "--json"])
+                            .output()
+                            .unwrap();
+                        assert!(out.status.success(), "a reader failed while writers worked: {}", stderr_of(&out));
+                        let hits: Vec<rac_core::index::Neighbours> = serde_json::from_slice(&out.stdout).unwrap();
+                        for (i, h) in hits.iter().enumerate() {
+                            assert!(h.distances[0] < 1e-4, "query {i} did not find its own item first: {h:?}");
+                            assert_eq!(h.labels[0], (i % 3) as u32, "query {i}: {h:?}");
+                        }
+                        answered += 1;
+                    }
+                    answered
+                })
+            })
+            .collect();
+        // The rebuilder: whole builds of the index (from the training rows only) while the
+        // writers change it; the writers' last adds come after its last build.
+        let rebuilder = scope.spawn(|| {
+            for _ in 0..4 {
+                ok(&["index", "build", &d, "--features", &b]);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+        // Writers: each adds and removes its own source in turn, racing every other writer.
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let (d, f, rebuilt) = (&d, &files[w], &rebuilt);
+                scope.spawn(move || {
+                    let name = format!("src{w}");
+                    for round in 0..8 {
+                        let args: Vec<&str> = if round % 2 == 0 {
+                            vec!["index", "add-source", d, &name, "--features", f]
+                        } else {
+                            vec!["index", "remove-source", d, &name]
+                        };
+                        let out = Command::new(rac_bin()).args(&args).output().unwrap();
+                        // A build in between may have taken the source away (a removal then
+                        // finds none) or an earlier add may have failed: named errors, never damage.
+                        if !out.status.success() {
+                            let e = stderr_of(&out);
+                            assert!(e.contains("no source named") || e.contains("is already in the index"), "rac {args:?}: {e}");
+                        }
+                    }
+                    let start = Instant::now();
+                    while !rebuilt.load(std::sync::atomic::Ordering::SeqCst) {
+                        assert!(start.elapsed() < Duration::from_secs(300), "the rebuilds never ended");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let out = Command::new(rac_bin()).args(["index", "add-source", d, &name, "--features", f]).output().unwrap();
+                    assert!(out.status.success(), "the last add of {name}: {}", stderr_of(&out));
+                })
+            })
+            .collect();
+        let rebuilds = rebuilder.join();
+        rebuilt.store(true, std::sync::atomic::Ordering::SeqCst);
+        let writes: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let reads: Vec<_> = readers.into_iter().map(|r| r.join()).collect();
+        rebuilds.expect("the rebuilder");
+        writes.into_iter().for_each(|w| w.expect("a writer"));
+        for r in reads {
+            assert!(r.expect("a reader") > 0, "every reader answered at least once");
+        }
+    });
+    ok(&["index", "verify", &d]);
+    let index = RetrievalIndex::open(&dir).unwrap();
+    assert!(index.notes().is_empty(), "{:?}", index.notes());
+    assert_eq!(index.len(), 400 + writers * 60);
+    for w in 0..writers {
+        let ids: Vec<ItemId> = index.source_ids(&format!("src{w}")).unwrap().collect();
+        let hits = index.search(&Queries::vectors(&own_rows(60, dim, w), dim), &SearchRequest::top(1).unwrap()).unwrap();
+        assert_eq!(hits.iter().map(|h| h[0].0).collect::<Vec<_>>(), ids, "src{w} answers its own items first");
+    }
+    // Only the committed generation's graph file is left (and the lock, free).
+    let graphs = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("graph.")).count();
+    assert_eq!(graphs, 1);
+}
+
+#[test]
+fn a_waiting_writer_names_the_holder_and_a_killed_holder_frees_the_lock() {
+    let dim = 16;
+    let set = small_set(3000, 10, dim, 21);
+    let work = tempfile::tempdir().unwrap();
+    let (dir, a, extra) = (work.path().join("ix"), work.path().join("a.safetensors"), work.path().join("extra.safetensors"));
+    write_features(&a, &set.base, dim);
+    write_features(&extra, &own_rows(50, dim, 1), dim);
+    let (d, a, extra) = (dir.to_str().unwrap(), a.to_str().unwrap(), extra.to_str().unwrap());
+    let built = Command::new(rac_bin()).args(["index", "build", d, "--features", a]).output().unwrap();
+    assert!(built.status.success(), "{}", stderr_of(&built));
+    let before = RetrievalIndex::open(&dir).unwrap().neighbours(&Queries::vectors(&set.queries, dim), &SearchRequest::top(5).unwrap()).unwrap();
+    // A writer that holds the lock (hung before its commit): a second one gives up after
+    // the wait it was given, naming who holds the lock; nothing changed.
+    let marker = work.path().join("ready");
+    let mut holder = Command::new(rac_bin())
+        .args(["index", "add-source", d, "held", "--features", extra])
+        .env("RAC_INDEX_FAILPOINT", format!("hang-before-commit={}", marker.display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&marker, &mut holder);
+    let out = Command::new(rac_bin()).args(["index", "add-source", d, "second", "--features", extra]).env("RAC_LOCK_WAIT_S", "0.5").output().unwrap();
+    let e = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains(&format!("process {}", holder.id())) && e.contains("adding a source") && e.contains("RAC_LOCK_WAIT_S"), "{e}");
+    let bad = Command::new(rac_bin()).args(["index", "remove-source", d, "train"]).env("RAC_LOCK_WAIT_S", "soon").output().unwrap();
+    assert!(bad.status.code() == Some(1) && stderr_of(&bad).contains("RAC_LOCK_WAIT_S"), "{}", stderr_of(&bad));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_unchanged(&dir, &set.queries, dim, &before, 3000);
+    // Killed at random moments of its change, a writer leaves the lock free for the next
+    // one and the index as before the change.
+    let mut rng = 7u64;
+    for round in 0..6 {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let args: &[&str] =
+            if round % 2 == 0 { &["index", "add-source", d, "extra", "--features", extra] } else { &["index", "build", d, "--features", a] };
+        let mut child = Command::new(rac_bin()).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(5 + (rng >> 33) % 300));
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        let index = RetrievalIndex::open(&dir).unwrap();
+        let expect = if finished && round % 2 == 0 { 3050 } else { index.len() };
+        assert!(index.len() == 3000 || index.len() == 3050, "round {round}: {} items", index.len());
+        assert_eq!(index.len(), expect);
+        drop(index);
+        let v = Command::new(rac_bin()).args(["index", "verify", d]).env("RAC_LOCK_WAIT_S", "5").output().unwrap();
+        assert!(v.status.success(), "round {round}: {}", stderr_of(&v));
+        // The next writer gets the lock at once.
+        let next = Command::new(rac_bin()).args(["index", "remove-source", d, "extra"]).env("RAC_LOCK_WAIT_S", "5").output().unwrap();
+        let e = stderr_of(&next);
+        assert!(next.status.success() || e.contains("no source named"), "round {round}: {e}");
+    }
+    let index = RetrievalIndex::open(&dir).unwrap();
+    assert_eq!((index.len(), index.notes().len()), (3000, 0));
+}

@@ -431,6 +431,48 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A run record's file differs from the checksum its run wrote: edited, cut short,
+    /// deleted or added since. Records are shared; a changed one is never served.
+    #[error(
+        "{dir}: {file} {how} after the run was recorded (the record's COMPLETE holds the checksums its run wrote); run it again with --force, or restore the file"
+    )]
+    RecordChanged {
+        /// The record folder.
+        dir: PathBuf,
+        /// The file.
+        file: String,
+        /// What happened to it: "was changed", "was deleted", "was added".
+        how: String,
+    },
+
+    /// Another process holds the lock of a file or folder (an index being changed, a cache
+    /// entry being built) for longer than this process was allowed to wait.
+    #[error(
+        "{path}: {op}: {holder} has held its lock for more than {waited_s} s ({var} sets how long to wait; unset, a process waits as long as it takes)"
+    )]
+    Busy {
+        /// The locked file or folder.
+        path: PathBuf,
+        /// What this process wanted to do.
+        op: String,
+        /// Who holds the lock, as it wrote itself down ("process 1234, adding a source").
+        holder: String,
+        /// How long this process waited, in seconds.
+        waited_s: u64,
+        /// The environment variable that sets the wait.
+        var: &'static str,
+    },
+
+    /// A handle's snapshot of an index is older than the index: another process changed it
+    /// since this handle was opened. Opening the index again sees the change.
+    #[error("{path}: {op}: another process changed the index since this handle was opened; open it again")]
+    IndexChanged {
+        /// The index folder.
+        path: PathBuf,
+        /// What was refused.
+        op: String,
+    },
+
     /// A change asked of an index opened read-only.
     #[error(
         "{path}: {op}: the index was opened read-only (its folder cannot be written: a read-only filesystem or another user's folder); \

@@ -92,3 +92,76 @@ pub enum CacheOutcome {
         reason: String,
     },
 }
+
+/// The environment variable that bounds, in seconds, how long a process waits for a lock
+/// another process holds (an index being changed, a cache entry being built); unset, it
+/// waits as long as it takes.
+pub const LOCK_WAIT_VAR: &str = "RAC_LOCK_WAIT_S";
+
+fn lock_wait() -> Result<Option<std::time::Duration>> {
+    let Ok(value) = std::env::var(LOCK_WAIT_VAR) else { return Ok(None) };
+    let secs: f64 = value.trim().parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0).ok_or_else(|| Error::Setting {
+        field: LOCK_WAIT_VAR.into(),
+        message: format!("`{value}` is not a number of seconds (0 or more); unset it to wait as long as it takes"),
+    })?;
+    Ok(Some(std::time::Duration::from_secs_f64(secs.min(1e9))))
+}
+
+/// An exclusive lock on a file, across processes (`flock`): one holder at a time, released
+/// when dropped, and by the kernel when its process dies (a killed writer never leaves a
+/// lock behind). The holder writes who it is into the file, for whoever waits.
+pub struct FileLock {
+    file: std::fs::File,
+}
+
+impl FileLock {
+    /// Take the lock of `path` (created if missing) to do `op`: at once when it is free,
+    /// otherwise after a line saying whom this process waits for, and waiting no longer
+    /// than [`LOCK_WAIT_VAR`] says ([`Error::Busy`] then).
+    pub fn exclusive(path: &Path, op: &str) -> Result<FileLock> {
+        use std::fs::TryLockError;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io("opening", "lock file", path, e))?;
+        let limit = lock_wait()?;
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(Error::io("locking", "lock file", path, e)),
+            }
+            let holder = std::fs::read_to_string(path).ok().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| "another process".into());
+            if limit.is_some_and(|limit| started.elapsed() >= limit) {
+                return Err(Error::Busy {
+                    path: path.to_path_buf(),
+                    op: op.to_string(),
+                    holder,
+                    waited_s: started.elapsed().as_secs(),
+                    var: LOCK_WAIT_VAR,
+                });
+            }
+            if !told {
+                eprintln!("{}: waiting for {holder} to finish before {op}", path.display());
+                told = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Best effort: the note only serves the message of whoever waits next.
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(format!("process {} ({op})", std::process::id()).as_bytes());
+        Ok(FileLock { file })
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}

@@ -72,9 +72,24 @@ fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
     rng
 }
 
+/// The most floats (base and queries) a synthetic set is drawn with: 16 GiB.
+pub const MAX_FLOATS: usize = 1 << 32;
+
 /// Draw a synthetic set; the spec must have `1 <= subspace <= dim` and at least one cluster.
 pub fn generate(spec: &SyntheticSpec) -> Result<SyntheticSet> {
     let (d, s) = (spec.dim, spec.subspace);
+    // The set is drawn in memory: a size past what a machine holds is refused, named, before
+    // any allocation (a capacity overflow would abort the process).
+    let floats = spec.n_base.checked_add(spec.n_queries).and_then(|n| n.checked_mul(d));
+    if floats.is_none_or(|f| f > MAX_FLOATS) {
+        return Err(Error::Setting {
+            field: "synthetic.n_base".into(),
+            message: format!(
+                "{} base and {} query vectors of dimension {d} are more than the {MAX_FLOATS} floats (16 GiB) a synthetic set is drawn with in memory; lower --n, --queries or --dim",
+                spec.n_base, spec.n_queries
+            ),
+        });
+    }
     if s == 0 || s > d || spec.clusters == 0 {
         return Err(Error::Setting {
             field: "synthetic".into(),

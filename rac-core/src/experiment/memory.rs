@@ -57,8 +57,30 @@ impl ContentGrid {
         }
     }
 
+    /// Each axis's values, checked once where the grid is given (a 0 would mean "no
+    /// thinning" further down, and train on everything instead of nothing).
+    fn check(&self) -> Result<()> {
+        let bad = |field: &str, flag: &str, value: String, want: &str| {
+            Err(Error::Setting { field: field.into(), message: format!("{value} is not a value of this axis (`--{flag}`): give {want}") })
+        };
+        if let Some(f) = self.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+            return bad("fractions", "fractions", f.to_string(), "fractions in (0, 1]");
+        }
+        if let Some(n) = self.per_class.iter().find(|n| **n == 0) {
+            return bad("per_class", "per-class", n.to_string(), "1 or more samples per class");
+        }
+        if let Some(n) = self.classes.iter().find(|n| **n == 0) {
+            return bad("classes", "classes", n.to_string(), "1 or more classes");
+        }
+        if !self.classes.is_empty() && self.classes_per_class == 0 {
+            return bad("classes_per_class", "classes-per-class", "0".into(), "1 or more items per class");
+        }
+        Ok(())
+    }
+
     /// Every point: (axis, value, experiment), each named `<base>-<axis>=<value>`.
     pub fn experiments(&self, base: &Experiment) -> Result<Vec<(&'static str, f64, Experiment)>> {
+        self.check()?;
         let mut out = Vec::new();
         let mut point = |axis: &'static str, value: f64, tag: String, thinning: Thinning| -> Result<()> {
             let mut e = base.clone();
@@ -209,8 +231,9 @@ pub fn runtime_memory(exp: &Experiment, plan: &MemoryPlan, env: &RunEnv) -> Resu
     let key = serde_json::to_string(&(exp.config_hash(), plan)).expect("plans serialise");
     let hash = fsio::sha256_bytes(key.as_bytes())[..12].to_string();
     let dir = env.runs_dir.join(format!("{}-{hash}", exp.name));
-    if !env.force && dir.join("COMPLETE").is_file() {
-        let rec = RunRecord::load(&dir)?;
+    if !env.force
+        && let Some(rec) = super::record::reuse_dir(&dir)?
+    {
         let table = rec.tables.get("memory").cloned().ok_or_else(|| Error::MissingFile {
             what: "memory table".into(),
             path: dir.join("memory.csv"),

@@ -224,6 +224,14 @@ impl Prepared {
         let holds = |ix: &RetrievalIndex| {
             ix.dim() == train.dim() && ix.sources().is_ok_and(|s| s.iter().map(|s| (s.name.clone(), s.count)).collect::<Vec<_>>() == expected)
         };
+        // Two runs that need the same cached index: the first builds it while the second
+        // waits for the entry's lock, then opens what the first built.
+        let _entry = if reuse {
+            fsio::create_dir_all(&env.work_dir("indexes"))?;
+            Some(fsio::FileLock::exclusive(&dir.with_extension("lock"), "building a cached index")?)
+        } else {
+            None
+        };
         let reused = if reuse { RetrievalIndex::open(&dir).ok().filter(holds) } else { None };
         let index = match reused {
             Some(ix) => ix,

@@ -9,10 +9,13 @@
 //! | `epochs.csv` | the training log |
 //! | `<table>.csv` | a study's own tables (`memory.csv`: the run-time memory steps) |
 //! | `dtypes.toml` | each table's column types, so a loaded table has the types it was computed with |
-//! | `COMPLETE` | written last: a folder without it is an unfinished run |
+//! | `COMPLETE` | written last: the sha256 of every other file; a folder without it is an unfinished run |
 //!
 //! A record is written into a temporary sibling folder and renamed into place, so a run
-//! that fails leaves no partial record behind.
+//! that fails leaves no partial record behind. Records are what colleagues share, so a
+//! loaded one is checked against the checksums its run wrote: a table edited, cut short or
+//! deleted since is named ([`Error::RecordChanged`]), never served, and a run whose record
+//! is damaged trains again, with a warning ([`reuse`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -81,6 +84,8 @@ pub struct RunRecord {
     pub tables: BTreeMap<String, DataFrame>,
     /// Where it is stored.
     pub dir: PathBuf,
+    /// What loading it noticed (a record written before checksums were kept).
+    pub notes: Vec<String>,
 }
 
 /// The tables every record has; any other `.csv` in a record folder is a study's table.
@@ -238,7 +243,10 @@ impl RunRecord {
             }
             let types = toml::to_string(&types).map_err(|e| Error::Serialize { path: tmp.join(DTYPES), message: e.to_string() })?;
             std::fs::write(tmp.join(DTYPES), types).map_err(|e| Error::Io { op: "writing", path: tmp.join(DTYPES), cause: e })?;
-            std::fs::write(tmp.join(COMPLETE), b"").map_err(|e| Error::Io { op: "writing", path: tmp.join(COMPLETE), cause: e })?;
+            let sums = checksums(&tmp)?;
+            let sums =
+                toml::to_string(&Checksums { sha256: sums }).map_err(|e| Error::Serialize { path: tmp.join(COMPLETE), message: e.to_string() })?;
+            std::fs::write(tmp.join(COMPLETE), sums).map_err(|e| Error::Io { op: "writing", path: tmp.join(COMPLETE), cause: e })?;
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { op: "replacing", path: dir.clone(), cause: e })?;
             }
@@ -248,7 +256,7 @@ impl RunRecord {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        Ok(RunRecord { meta, metrics, per_class, epochs, tables, dir })
+        Ok(RunRecord { meta, metrics, per_class, epochs, tables, dir, notes: Vec::new() })
     }
 
     /// Load a complete record from its folder.
@@ -260,6 +268,7 @@ impl RunRecord {
                 hint: Some("the run did not finish".into()),
             });
         }
+        let notes = check_sums(dir)?;
         let text = fsio::read_to_string(&dir.join("record.toml"), "run record")?;
         let meta: RunMeta = toml::from_str(&text).map_err(|e| Error::Config { path: dir.join("record.toml"), message: e.to_string() })?;
         let types = read_types(dir)?;
@@ -279,6 +288,7 @@ impl RunRecord {
             per_class: read_csv(dir, "per_class", &types)?,
             epochs: read_csv(dir, "epochs", &types)?,
             dir: dir.to_path_buf(),
+            notes,
         })
     }
 
@@ -291,6 +301,71 @@ impl RunRecord {
         ];
         cols.extend(self.metrics.columns().iter().cloned());
         Ok(DataFrame::new_infer_height(cols)?)
+    }
+}
+
+/// What `COMPLETE` holds: the sha256 of every other file of the record, by name.
+#[derive(Serialize, Deserialize)]
+struct Checksums {
+    sha256: BTreeMap<String, String>,
+}
+
+/// The sha256 of every file of a record folder but `COMPLETE`, by name.
+fn checksums(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io { op: "listing", path: dir.into(), cause: e })?;
+    let mut sums = BTreeMap::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != COMPLETE && entry.path().is_file() {
+            sums.insert(name, fsio::sha256_file(&entry.path())?);
+        }
+    }
+    Ok(sums)
+}
+
+/// Check a record's files against the checksums its run wrote into `COMPLETE`. A record
+/// written before they were kept (an empty `COMPLETE`) loads, with a note.
+fn check_sums(dir: &Path) -> Result<Vec<String>> {
+    let complete = dir.join(COMPLETE);
+    let text = fsio::read_to_string(&complete, "run record's checksums")?;
+    if text.trim().is_empty() {
+        return Ok(vec![format!("{}: a record written before checksums were kept; its tables are not checked", dir.display())]);
+    }
+    let recorded: Checksums = toml::from_str(&text).map_err(|e| Error::Config { path: complete.clone(), message: e.to_string() })?;
+    let found = checksums(dir)?;
+    let changed = |file: &str, how: &str| Error::RecordChanged { dir: dir.to_path_buf(), file: file.to_string(), how: how.to_string() };
+    for (file, sum) in &recorded.sha256 {
+        match found.get(file) {
+            None => return Err(changed(file, "was deleted")),
+            Some(now) if now != sum => return Err(changed(file, "was changed")),
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = found.keys().find(|f| f.ends_with(".csv") && !recorded.sha256.contains_key(*f)) {
+        return Err(changed(extra, "was added"));
+    }
+    Ok(Vec::new())
+}
+
+/// The complete record of `exp` under `runs_dir`, to be used instead of training: `None`
+/// when there is none, or when it was damaged after its run (edited, truncated, deleted
+/// tables), which is then said in a warning and trained again.
+pub fn reuse(runs_dir: &Path, exp: &Experiment) -> Result<Option<RunRecord>> {
+    reuse_dir(&record_dir(runs_dir, exp))
+}
+
+/// [`reuse`] for a record folder named by its caller (a study's).
+pub(crate) fn reuse_dir(dir: &Path) -> Result<Option<RunRecord>> {
+    if !dir.join(COMPLETE).is_file() {
+        return Ok(None);
+    }
+    match RunRecord::load(dir) {
+        Ok(rec) => Ok(Some(rec)),
+        Err(e @ Error::RecordChanged { .. }) => {
+            eprintln!("warning: {e}; training it again");
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -29,11 +29,12 @@ fn checked(exp: &Experiment) -> Result<()> {
     exp.validate(&PathBuf::from(format!("experiment `{}`", exp.name)))
 }
 
-/// Run an experiment, or load its record when a complete one exists (unless forced).
+/// Run an experiment, or load its record when a complete, undamaged one exists (unless forced).
 pub fn run(exp: &Experiment, env: &RunEnv) -> Result<RunRecord> {
-    let dir = record::record_dir(&env.runs_dir, exp);
-    if !env.force && record::is_complete(&env.runs_dir, exp) {
-        return RunRecord::load(&dir);
+    if !env.force
+        && let Some(rec) = record::reuse(&env.runs_dir, exp)?
+    {
+        return Ok(rec);
     }
     checked(exp)?;
     if let Some(b) = &exp.base_encoder {

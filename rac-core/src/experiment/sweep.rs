@@ -131,8 +131,10 @@ pub fn sweep_list(exps: &[Experiment], env: &RunEnv) -> Result<(Vec<RunRecord>, 
     let mut records = Vec::with_capacity(exps.len());
     let mut prepared: Option<(String, Prepared)> = None;
     for exp in exps {
-        if !env.force && record::is_complete(&env.runs_dir, exp) {
-            records.push(RunRecord::load(&record::record_dir(&env.runs_dir, exp))?);
+        if !env.force
+            && let Some(rec) = record::reuse(&env.runs_dir, exp)?
+        {
+            records.push(rec);
             continue;
         }
         let key = serde_json::to_string(&(&exp.data, &exp.encoder, &exp.index, &exp.memory, exp.train.seed)).expect("sections serialise");

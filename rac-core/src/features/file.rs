@@ -61,7 +61,7 @@ impl FeatureFile {
             return Err(tensor_err("features", format!("expected a float type, found {:?}", features.dtype())));
         }
         let vectors = features.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        if let Err(bad) = crate::vectors::check_rows(&vectors, dim, false) {
+        if let Err(bad) = crate::vectors::check_rows(&vectors, dim, crate::vectors::Compare::Any) {
             return Err(tensor_err("features", bad.describe()));
         }
         let labels_t = tensors.get("labels").ok_or_else(|| tensor_err("labels", "missing".into()))?;

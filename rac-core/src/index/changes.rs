@@ -27,12 +27,36 @@ impl RetrievalIndex {
         if self.store.read_only {
             return Err(Error::IndexReadOnly { path: self.path().to_path_buf(), op: op.to_string() });
         }
-        let result = self.apply_change(op, change, rebuild);
+        // One writer at a time across processes, from the state it changes (the newest
+        // commit, read under the lock) to the removal of the files it replaced.
+        let took = self.store.lock_writer(op)?;
+        let result = (|| {
+            if took && self.follow()? {
+                self.attach_graph()?;
+            }
+            self.check_change(&change)?;
+            self.apply_change(op, change, rebuild)
+        })();
         graph::remove_other_generations(self.path(), self.store.meta.graph.as_ref().map(|r| r.generation));
-        if result.is_err() && self.graph.is_none() {
-            self.attach_graph()?;
+        let result = match result {
+            Err(e) if self.graph.is_none() => self.attach_graph().and(Err(e)),
+            other => other,
+        };
+        if took {
+            self.store.unlock_writer();
         }
         result
+    }
+
+    /// Whether `change` applies to the index as it now is (read under the writer lock).
+    fn check_change(&self, change: &Change<'_>) -> Result<()> {
+        match change {
+            Change::Add(source) if self.source(&source.name).is_ok() => {
+                Err(Error::SourceExists { path: self.path().to_path_buf(), name: source.name.clone() })
+            }
+            Change::Remove(name) => self.source(name).map(|_| ()),
+            _ => Ok(()),
+        }
     }
 
     pub(super) fn apply_change(&mut self, op: &str, change: Change<'_>, rebuild: Option<(AnnDb, AnnDb, IndexConfig)>) -> Result<()> {
@@ -54,7 +78,7 @@ impl RetrievalIndex {
             }
             dim = s.dim;
             let mut v = s.vectors.clone();
-            if let Err(bad) = prepare_rows(&mut v, s.dim, metric.by_direction()) {
+            if let Err(bad) = prepare_rows(&mut v, s.dim, metric.compare()) {
                 return Err(Error::BadVector { what: format!("source `{}`", s.name), problem: bad.describe() });
             }
             prepared.push(v);

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::vectors::Compare;
 
 /// The graph degree of the HNSW backends: the paper's M = 32 (64 links on the ground layer,
 /// like FAISS's `IndexHNSWFlat(d, 32)`).
@@ -81,10 +82,13 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// Whether rows are compared by direction alone (cosine: normalised once, at insertion,
-    /// so an all-zero row has no place).
-    pub fn by_direction(self) -> bool {
-        self == Metric::Cosine
+    /// How rows are compared: by direction alone (cosine: normalised once, at insertion, so
+    /// an all-zero row has no place), or by L2 distance (rows short enough for it to be finite).
+    pub fn compare(self) -> Compare {
+        match self {
+            Metric::Cosine => Compare::ByDirection,
+            Metric::L2 => Compare::ByDistance,
+        }
     }
 
     /// The metric's name as used in tables and on the command line.
@@ -252,6 +256,13 @@ impl Default for IndexConfig {
     }
 }
 
+/// The most trees arroy builds.
+pub const MAX_TREES: usize = 1 << 12;
+/// The most nodes arroy inspects per query.
+pub const MAX_SEARCH_K: usize = 1 << 32;
+/// The widest HNSW candidate list, at build or search (`ef_construction`, `ef_search`).
+pub const MAX_EF: usize = 1 << 16;
+
 impl IndexConfig {
     /// The default configuration with another backend.
     pub fn with_backend(backend: Backend) -> Self {
@@ -261,6 +272,17 @@ impl IndexConfig {
     /// Check every value; errors name the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, message: String| Err(Error::Setting { field: field.into(), message });
+        // Widths past these bounds only allocate: a typo with many digits is named, not stored.
+        for (field, value, max) in [
+            ("arroy.n_trees", self.arroy.n_trees, MAX_TREES),
+            ("arroy.search_k", self.arroy.search_k, MAX_SEARCH_K),
+            ("hnsw.ef_construction", self.hnsw.ef_construction, MAX_EF),
+            ("hnsw.ef_search", self.hnsw.ef_search, MAX_EF),
+        ] {
+            if value > max {
+                return bad(field, format!("{value} is more than the {max} this setting allows"));
+            }
+        }
         if self.arroy.n_trees == 0 {
             return bad("arroy.n_trees", "must be at least 1".into());
         }

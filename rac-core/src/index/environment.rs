@@ -43,10 +43,28 @@ fn open_in_this_process(path: &Path) -> bool {
 }
 
 /// Check the tree of the snapshot `env`'s next read transaction sees, before anything of
-/// LMDB's walks it (see `lmdb_file`).
+/// LMDB's walks it (see `lmdb_file`). The transaction is held while its pages are read, so
+/// that no writer reuses them; its root is that of a meta page read while it is held. When
+/// writers of other processes keep committing, both meta pages may already name newer
+/// commits: the read is tried again, and after many tries the check is left to LMDB (the
+/// file was just written by a live LMDB, not copied or cut).
 pub(crate) fn check_snapshot(env: &Env<WithoutTls>, path: &Path, file: &lmdb_file::DataFile, depth: Depth) -> Result<()> {
-    let rtxn = env.read_txn().at(path, "opening")?;
-    lmdb_file::check_tree(path, &data_file(path), file, rtxn.id() as u64, depth)
+    const TRIES: usize = 50;
+    for _ in 0..TRIES {
+        let rtxn = env.read_txn().at(path, "opening")?;
+        let id = rtxn.id() as u64;
+        let reread;
+        let file = if file.names(id) {
+            file
+        } else {
+            reread = lmdb_file::check_meta(path, &data_file(path))?;
+            &reread
+        };
+        if file.names(id) {
+            return lmdb_file::check_tree(path, &data_file(path), file, id, depth);
+        }
+    }
+    Ok(())
 }
 
 /// How an environment is opened: read-write, or read-only where the folder cannot be written

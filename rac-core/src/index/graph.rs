@@ -45,6 +45,11 @@ pub(crate) fn file_of(dir: &Path, generation: u64) -> PathBuf {
 pub(crate) fn read_checked(dir: &Path, record: &GraphRecord) -> std::result::Result<(String, Vec<u8>), String> {
     let file = file_of(dir, record.generation);
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // A FIFO or a device there would block the read (or never end): only a regular file is read.
+    match std::fs::symlink_metadata(&file) {
+        Ok(m) if !m.is_file() => return Err(format!("{name} is not a regular file")),
+        _ => {}
+    }
     let bytes = std::fs::read(&file).map_err(|e| format!("{name} cannot be read ({e})"))?;
     if bytes.len() as u64 != record.bytes {
         return Err(format!("{name} is {} bytes, but the index recorded {}", bytes.len(), record.bytes));

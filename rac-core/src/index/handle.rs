@@ -11,7 +11,6 @@ use super::config::IndexConfig;
 use super::exact::ExactMatrix;
 use super::graph::Graph;
 use super::internals::Failpoint;
-use super::lmdb_errors::StoreResult;
 use super::schema::{self, SourceRecord};
 use super::source::ItemId;
 use super::store::Store;
@@ -109,7 +108,7 @@ impl RetrievalIndex {
 
     /// The sources, in the order they were added.
     pub fn sources(&self) -> Result<Vec<SourceRecord>> {
-        let rtxn = self.store.env.read_txn().at(self.path(), "reading sources")?;
+        let rtxn = self.store.read("reading sources")?;
         schema::read_sources(&rtxn, self.store.dbs.sources, self.path())
     }
 

@@ -88,6 +88,13 @@ pub(crate) struct DataFile {
     metas: Vec<MetaPage>,
 }
 
+impl DataFile {
+    /// Whether one of the meta pages read names commit `txnid`.
+    pub(crate) fn names(&self, txnid: u64) -> bool {
+        self.metas.iter().any(|m| m.txnid == txnid)
+    }
+}
+
 fn damaged(path: &Path, what: String) -> Error {
     Error::NotAnIndex { path: path.to_path_buf(), reason: format!("it is damaged: {what}; remove the folder and rebuild it with `rac index build`") }
 }
@@ -104,9 +111,10 @@ pub(crate) fn check_meta(path: &Path, data: &Path) -> Result<DataFile> {
     const LAST_PG_AT: usize = 136;
     const TXNID_AT: usize = 144;
     let file = std::fs::File::open(data).map_err(|e| Error::io("opening", "index data file", data, e))?;
-    let len = file.metadata().map_err(|e| Error::io("reading", "index data file", data, e))?.len();
+    let size = || file.metadata().map_err(|e| Error::io("reading", "index data file", data, e)).map(|m| m.len());
     let mut first = [0u8; 152];
     if file.read_exact_at(&mut first, 0).is_err() {
+        let len = size()?;
         return Err(Error::NotAnIndex {
             path: path.to_path_buf(),
             reason: format!("its data.mdb is {len} bytes, too short for an LMDB environment"),
@@ -131,6 +139,9 @@ pub(crate) fn check_meta(path: &Path, data: &Path) -> Result<DataFile> {
     if read_second && u32_at(&second, MAGIC_AT) == LMDB_MAGIC {
         metas.push(parse(&second));
     }
+    // Measured after the meta pages: a writer grows the file before it commits the meta
+    // page that needs the new length, never after.
+    let len = size()?;
     let newest = metas.iter().max_by_key(|m| m.txnid).expect("one meta page");
     let need = newest.last_page.saturating_add(1).saturating_mul(page_size).max(2 * page_size);
     if len < need {

@@ -275,9 +275,16 @@ impl NeighbourCache<'_> {
         let bytes = lists.encode(&header);
         let key = set.key();
         let path = self.index.path().to_path_buf();
-        self.index
+        let stored = self
+            .index
             .store
-            .write("storing neighbour lists", |wtxn, dbs, _meta| dbs.neighbours.put(wtxn, &key, &bytes).at(&path, "storing neighbour lists"))?;
+            .write("storing neighbour lists", |wtxn, dbs, _meta| dbs.neighbours.put(wtxn, &key, &bytes).at(&path, "storing neighbour lists"));
+        match stored {
+            // Another process changed the index since this handle's snapshot: the lists are
+            // right for the snapshot, which the stored index no longer is; they are not kept.
+            Ok(()) | Err(Error::IndexChanged { .. }) => {}
+            Err(e) => return Err(e),
+        }
         Ok((lists.truncated(query.k()), CacheOutcome::Computed))
     }
 

@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 /// k up to it, so a sweep over the paper's k (1 to 50) searches once.
 pub const DEFAULT_K_MAX: usize = 50;
 
+/// The most neighbours one query asks for (`k`, `k_max`): 2^20.
+pub const MAX_K: usize = 1 << 20;
+
 /// The depth of the lists read for `k` neighbours: `k_max`, grown to `k` when it is
 /// smaller. The one home of the rule that k_max grows with k (typed edits, `--set`, sweeps,
 /// the CLI and the notebooks' tables all come here).
@@ -34,6 +37,15 @@ impl SearchRequest {
     pub fn new(k: usize, k_max: usize, drop_self: bool) -> Result<Self> {
         if k == 0 {
             return Err(Error::Setting { field: "k".into(), message: "must be at least 1".into() });
+        }
+        // Bounded at the edge: `k + 1` (drop_self) and `n * k` lists must never overflow.
+        for (field, value) in [("k", k), ("k_max", k_max)] {
+            if value > MAX_K {
+                return Err(Error::Setting {
+                    field: field.into(),
+                    message: format!("{value} neighbours per query are more than the {MAX_K} a search returns"),
+                });
+            }
         }
         if k > k_max {
             return Err(Error::Setting {

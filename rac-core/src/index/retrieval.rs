@@ -17,8 +17,9 @@ use super::schema::{self, ItemRecord};
 use super::search::read_item;
 use super::source::{ItemId, Source};
 use super::stats::{IndexStats, SourceStats};
-use super::store::Store;
+use super::store::{self, Store};
 use crate::error::{Error, Result};
+use crate::fsio::FileLock;
 use crate::vectors::{check_rows, f32_from_bytes};
 
 impl RetrievalIndex {
@@ -42,15 +43,21 @@ impl RetrievalIndex {
                 return Err(Error::SourceExists { path: path.to_path_buf(), name: a.name.clone() });
             }
             // Before any folder is made: a refused row must leave nothing behind.
-            if let Err(bad) = check_rows(&a.vectors, a.dim, config.metric.by_direction()) {
+            if let Err(bad) = check_rows(&a.vectors, a.dim, config.metric.compare()) {
                 return Err(Error::BadVector { what: format!("source `{}`", a.name), problem: bad.describe() });
             }
         }
-        let store = match Store::open(path) {
+        // The writer lock is taken before the folder is looked at: a second process building
+        // the same folder waits, then replaces what the first built (never half of it).
+        store::check_buildable(path)?;
+        crate::fsio::create_dir_all(path)?;
+        let lock = FileLock::exclusive(&path.join(store::WRITER_LOCK), "building")?;
+        let mut store = match Store::open(path) {
             Ok(existing) => existing,
             Err(Error::NotAnIndex { reason, .. }) if environment::may_build_over(&reason) => Store::create(path, config)?,
             Err(e) => return Err(e),
         };
+        store.hold_writer(lock);
         let previous_ann = store.dbs.ann;
         let mut index = RetrievalIndex::over(store);
         if index.store.meta.config != *config {
@@ -59,7 +66,9 @@ impl RetrievalIndex {
         index.store.failpoint = failpoint;
         let new_ann = index.store.dbs.ann;
         let config = config.clone();
-        index.apply("building", Change::Replace(sources), Some((previous_ann, new_ann, config)))?;
+        let built = index.apply("building", Change::Replace(sources), Some((previous_ann, new_ann, config)));
+        index.store.unlock_writer();
+        built?;
         index.store.failpoint = None;
         Ok(index)
     }
@@ -77,9 +86,6 @@ impl RetrievalIndex {
     /// (usearch into its loaded graph, arroy and hannoy through their incremental builds);
     /// the neighbour cache is invalidated.
     pub fn add_source(&mut self, source: &Source) -> Result<()> {
-        if self.source(&source.name).is_ok() {
-            return Err(Error::SourceExists { path: self.path().to_path_buf(), name: source.name.clone() });
-        }
         self.apply("adding a source", Change::Add(source), None)
     }
 
@@ -89,7 +95,6 @@ impl RetrievalIndex {
     /// delete them and relink their structures incrementally. The approximate backends then
     /// answer at the recall of an index that never held the source, not always bit for bit.
     pub fn remove_source(&mut self, name: &str) -> Result<()> {
-        self.source(name)?;
         self.apply("removing a source", Change::Remove(name), None)
     }
 
@@ -114,7 +119,7 @@ impl RetrievalIndex {
 
     /// The records (key, source, label, text) of items.
     pub fn items(&self, ids: &[ItemId]) -> Result<Vec<ItemRecord>> {
-        let rtxn = self.store.env.read_txn().at(self.path(), "reading items")?;
+        let rtxn = self.store.read("reading items")?;
         ids.iter().map(|&id| read_item(&rtxn, &self.store, id)).collect()
     }
 
@@ -122,7 +127,7 @@ impl RetrievalIndex {
     pub fn vectors(&self, ids: &[ItemId]) -> Result<Vec<f32>> {
         self.require_items()?;
         let path = self.path();
-        let rtxn = self.store.env.read_txn().at(path, "reading vectors")?;
+        let rtxn = self.store.read("reading vectors")?;
         let searcher = Searcher::open(&rtxn, self.store.dbs.ann, path, self.query_config())?;
         let mut out = Vec::with_capacity(ids.len() * self.dim());
         for &id in ids {

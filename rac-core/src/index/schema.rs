@@ -72,7 +72,7 @@ pub(crate) struct Dbs {
 }
 
 /// The index-wide record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Meta {
     pub config: IndexConfig,
     /// The vectors' dimension; 0 until the first source is added.
@@ -310,9 +310,8 @@ pub(crate) fn databases(env: &Env<WithoutTls>, path: &Path, config: &IndexConfig
 }
 
 /// The index-wide record, after the format version it was written in is checked.
-pub(crate) fn read_meta(env: &Env<WithoutTls>, path: &Path, meta_db: NameDb) -> Result<Meta> {
-    let rtxn = env.read_txn().at(path, "reading metadata")?;
-    let version = meta_db.get(&rtxn, "format_version").at(path, "reading metadata")?;
+pub(crate) fn read_meta(rtxn: &heed::RoTxn<'_>, path: &Path, meta_db: NameDb) -> Result<Meta> {
+    let version = meta_db.get(rtxn, "format_version").at(path, "reading metadata")?;
     let Some(version) = version else {
         return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: INTERRUPTED.into() });
     };
@@ -323,7 +322,7 @@ pub(crate) fn read_meta(env: &Env<WithoutTls>, path: &Path, meta_db: NameDb) -> 
         return Err(Error::IndexVersion { path: path.to_path_buf(), found, expected: FORMAT_VERSION });
     }
     let bytes = meta_db
-        .get(&rtxn, "meta")
+        .get(rtxn, "meta")
         .at(path, "reading metadata")?
         .ok_or_else(|| Error::NotAnIndex { path: path.to_path_buf(), reason: "the `meta` record is missing".into() })?;
     serde_json::from_slice(bytes)

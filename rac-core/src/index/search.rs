@@ -43,7 +43,7 @@ impl RetrievalIndex {
     /// such key (or the index has no such source): who each query is, for `drop_self`.
     pub fn own_items(&self, name: &str, keys: &[String]) -> Result<Vec<Option<ItemId>>> {
         let Some(src) = self.sources()?.into_iter().find(|s| s.name == name) else { return Ok(vec![None; keys.len()]) };
-        let rtxn = self.store.env.read_txn().at(self.path(), "reading items")?;
+        let rtxn = self.store.read("reading items")?;
         let mut by_key = HashMap::with_capacity(src.count as usize);
         for id in src.ids() {
             by_key.insert(read_item(&rtxn, &self.store, id)?.key, id);
@@ -96,7 +96,7 @@ impl RetrievalIndex {
             return Err(Error::IndexK { path: path.to_path_buf(), k, reason: format!("the index holds only {} items{extra}", self.len()) });
         }
         let mut vectors = vectors.into_owned();
-        if let Err(bad) = prepare_rows(&mut vectors, dim, self.config().metric.by_direction()) {
+        if let Err(bad) = prepare_rows(&mut vectors, dim, self.config().metric.compare()) {
             return Err(Error::BadVector { what: format!("{}: the query batch", path.display()), problem: bad.describe() });
         }
         let mut hits = self.raw_search(&vectors, k_search)?;
@@ -118,7 +118,7 @@ impl RetrievalIndex {
 
     /// Attach labels and texts to raw hits.
     pub fn resolve(&self, hits: Vec<Vec<(ItemId, f32)>>) -> Result<Vec<Neighbours>> {
-        let rtxn = self.store.env.read_txn().at(self.path(), "reading items")?;
+        let rtxn = self.store.read("reading items")?;
         hits.into_iter()
             .map(|h| {
                 let mut n = Neighbours { ids: vec![], distances: vec![], labels: vec![], texts: vec![] };
@@ -163,13 +163,23 @@ impl RetrievalIndex {
         })
     }
 
-    /// Run `f` with one open reader of the LMDB-stored approximate backends.
+    /// Run `f` with one open reader of the LMDB-stored approximate backends, on this
+    /// handle's snapshot: a transaction of its own while nothing was committed since (workers
+    /// then search in parallel), the handle's pinned one otherwise.
     pub(super) fn with_searcher<T>(&self, f: impl for<'t> FnOnce(&'t heed::RoTxn<'t>, &Searcher<'t>) -> Result<T>) -> Result<T> {
         let path = self.path();
-        let rtxn = self.store.env.read_txn().at(path, "querying")?;
-        let searcher = Searcher::open(&rtxn, self.store.dbs.ann, path, self.query_config())?
-            .ok_or_else(|| Error::Internal("the exact and usearch backends have no LMDB reader".into()))?;
-        f(&rtxn, &searcher)
+        let run = |rtxn: &heed::RoTxn<'_>| {
+            let searcher = Searcher::open(rtxn, self.store.dbs.ann, path, self.query_config())?
+                .ok_or_else(|| Error::Internal("the exact and usearch backends have no LMDB reader".into()))?;
+            f(rtxn, &searcher)
+        };
+        let own = self.store.env.read_txn().at(path, "querying")?;
+        if self.store.sees_same(&own) {
+            return run(&own);
+        }
+        drop(own);
+        let pinned = self.store.read("querying")?;
+        run(&pinned)
     }
 
     /// One query at a time (no batching), as a user of a notebook cell would: used for latency.
@@ -177,7 +187,7 @@ impl RetrievalIndex {
         self.require_items()?;
         let dim = self.dim();
         let mut queries = queries.to_vec();
-        if let Err(bad) = prepare_rows(&mut queries, dim, self.config().metric.by_direction()) {
+        if let Err(bad) = prepare_rows(&mut queries, dim, self.config().metric.compare()) {
             return Err(Error::BadVector { what: format!("{}: the query batch", self.path().display()), problem: bad.describe() });
         }
         // One loop for every backend: search a query, then tell the caller (it times them).

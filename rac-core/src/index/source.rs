@@ -54,7 +54,7 @@ impl Source {
             return bad(format!("{n} vectors but {} texts and {} labels; give one text and one label per vector", texts.len(), labels.len()));
         }
         // Finite values only; a zero row is the metric's question, asked when it is stored.
-        if let Err(row) = check_rows(&vectors, dim, false) {
+        if let Err(row) = check_rows(&vectors, dim, crate::vectors::Compare::Any) {
             return Err(Error::BadVector { what: format!("source `{name}`"), problem: row.describe() });
         }
         let keys = (0..n).map(|i| format!("{name}/{i}")).collect();
@@ -125,7 +125,7 @@ impl FeatureFile {
         if self.dim != dim {
             return Err(tensor_err(format!("vectors of dimension {}, where {dim} are needed", self.dim)));
         }
-        check_rows(&self.vectors, self.dim, metric.by_direction()).map_err(|bad| tensor_err(bad.describe()))
+        check_rows(&self.vectors, self.dim, metric.compare()).map_err(|bad| tensor_err(bad.describe()))
     }
 
     /// As an index source named `name`.

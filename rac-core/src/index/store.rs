@@ -1,23 +1,48 @@
 //! The LMDB environment of one index folder and the one way to change it: a single write
 //! transaction that commits everything or nothing (with the metadata), grows the map when
-//! it fills up, and retries. The databases and records are in `schema`, opening in
-//! `environment`, error translation in `lmdb_errors`.
+//! it fills up, and retries. Many processes share an index: a change holds the folder's
+//! writer lock for its whole length (the graph file included), and a handle reads from the
+//! snapshot it pinned, which moves only when the handle itself changes or refreshes. The
+//! databases and records are in `schema`, opening in `environment`, error translation in
+//! `lmdb_errors`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use heed::types::{Bytes, Str};
-use heed::{CommitOrAbort, Env, RwTxn, WithoutTls};
+use heed::{CommitOrAbort, Env, RoTxn, RwTxn, WithoutTls};
 
 use super::config::IndexConfig;
 use super::environment::{Access, Closer, NO_DATA, NO_FOLDER, check_snapshot, closer, open_env, open_existing_env};
 use super::internals::Failpoint;
 use super::lmdb_errors::StoreResult;
 use super::lmdb_file::{self, Depth, data_file};
-use super::schema::{Dbs, FORMAT_VERSION, Meta, databases, fingerprint, read_meta, read_sources};
+use super::schema::{Dbs, FORMAT_VERSION, INTERRUPTED, Meta, databases, fingerprint, read_meta, read_sources};
 use crate::error::{Error, Result};
+use crate::fsio::FileLock;
+
+/// The file in an index folder whose lock a change holds (see [`FileLock`]).
+pub(crate) const WRITER_LOCK: &str = "writer.lock";
+
+/// A read transaction that lives as long as its handle (it holds its own reference to the
+/// environment).
+type Pinned = RoTxn<'static, WithoutTls>;
+
+/// The handle's snapshot, borrowed for one read.
+pub(crate) struct Snapshot<'a>(MutexGuard<'a, Option<Pinned>>);
+
+impl std::ops::Deref for Snapshot<'_> {
+    type Target = Pinned;
+    fn deref(&self) -> &Pinned {
+        self.0.as_ref().expect("a snapshot is pinned before it is lent")
+    }
+}
 
 /// An open index environment.
 pub(crate) struct Store {
+    /// The snapshot every read of this handle sees (first field: it drops before the
+    /// environment). `None` until the next read pins the newest commit.
+    snapshot: Mutex<Option<Pinned>>,
     pub path: PathBuf,
     pub env: Env<WithoutTls>,
     /// The environment's last reference, dropped after `env` (fields drop in order) through
@@ -27,11 +52,30 @@ pub(crate) struct Store {
     /// it, not in one that never heard of it.
     _closer: Closer,
     pub dbs: Dbs,
+    /// The configuration `dbs` were opened for.
+    dbs_config: IndexConfig,
     pub meta: Meta,
     map_size: usize,
     pub failpoint: Option<Failpoint>,
     /// Opened read-only (its folder cannot be written): reads work, changes are refused.
     pub read_only: bool,
+    /// The writer lock, while this handle changes the index.
+    writer: Option<FileLock>,
+}
+
+/// Refuse to build into a folder that holds something else than an index (or its lock).
+pub(crate) fn check_buildable(path: &Path) -> Result<()> {
+    if !path.exists() || data_file(path).is_file() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| Error::io("reading folder", "index folder", path, e))?;
+    if entries.flatten().any(|e| e.file_name() != WRITER_LOCK) {
+        return Err(Error::NotAnIndex {
+            path: path.to_path_buf(),
+            reason: "the folder exists, is not empty and holds no index; choose an empty or new folder".into(),
+        });
+    }
+    Ok(())
 }
 
 impl Store {
@@ -52,7 +96,12 @@ impl Store {
             return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: NO_FOLDER.into() });
         }
         let data = data_file(path);
-        let len = std::fs::metadata(&data).map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: NO_DATA.into() })?.len() as usize;
+        let stat = std::fs::metadata(&data).map_err(|_| Error::NotAnIndex { path: path.to_path_buf(), reason: NO_DATA.into() })?;
+        if !stat.is_file() {
+            // Opening a FIFO would wait for a writer that never comes.
+            return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: "its data.mdb is not a regular file".into() });
+        }
+        let len = stat.len() as usize;
         let file = lmdb_file::check_meta(path, &data)?;
         // Open with the generous default first; the stored config may ask for more.
         let map_size = IndexConfig::default().map_size.max(len.next_power_of_two());
@@ -68,14 +117,27 @@ impl Store {
         let Some(meta_db) = meta_db else {
             return Err(Error::NotAnIndex { path: path.to_path_buf(), reason: "it has no `meta` database".into() });
         };
-        let meta = read_meta(&env, path, meta_db)?;
-        let dbs = if read_only { databases(&env, path, &meta.config, false)? } else { databases(&env, path, &meta.config, true)? };
+        let meta = read_meta(&*env.read_txn().at(path, "opening")?, path, meta_db)?;
+        let dbs = open_databases(&env, path, &meta.config, read_only)?;
         // LMDB keeps the larger of the asked size and the one stored by an earlier growth.
         let map_size = env.info().map_size.max(map_size);
-        let mut store = Store { path: path.to_path_buf(), _closer: closer(&env), env, dbs, map_size, meta, failpoint: None, read_only };
+        let mut store = Store {
+            snapshot: Mutex::new(None),
+            path: path.to_path_buf(),
+            _closer: closer(&env),
+            env,
+            dbs,
+            dbs_config: meta.config.clone(),
+            map_size,
+            meta,
+            failpoint: None,
+            read_only,
+            writer: None,
+        };
         if !read_only && store.meta.config.map_size > store.map_size {
             store.resize(store.meta.config.map_size)?;
         }
+        store.settle()?;
         Ok(store)
     }
 
@@ -83,22 +145,10 @@ impl Store {
     /// its databases but no metadata: it opens as an index only once a write commits [`Meta`].
     pub fn create(path: &Path, config: &IndexConfig) -> Result<Self> {
         config.validate()?;
-        let mut file = None;
-        if path.exists() {
-            let mut entries = std::fs::read_dir(path).map_err(|e| Error::io("reading folder", "index folder", path, e))?;
-            let has_data = data_file(path).is_file();
-            // An interrupted first build is re-opened and finished; a damaged environment is
-            // never handed to LMDB (and never silently replaced: it may hold the only copy).
-            if has_data {
-                file = Some(lmdb_file::check_meta(path, &data_file(path))?);
-            }
-            if !has_data && entries.next().is_some() {
-                return Err(Error::NotAnIndex {
-                    path: path.to_path_buf(),
-                    reason: "the folder exists, is not empty and holds no index; choose an empty or new folder".into(),
-                });
-            }
-        }
+        check_buildable(path)?;
+        // An interrupted first build is re-opened and finished; a damaged environment is
+        // never handed to LMDB (and never silently replaced: it may hold the only copy).
+        let file = if data_file(path).is_file() { Some(lmdb_file::check_meta(path, &data_file(path))?) } else { None };
         crate::fsio::create_dir_all(path)?;
         let env = open_env(path, config.map_size, Access::Write)?;
         if let Some(file) = &file {
@@ -106,11 +156,93 @@ impl Store {
         }
         let dbs = databases(&env, path, config, true)?;
         let meta = Meta { config: config.clone(), dim: 0, next_id: 0, n_items: 0, fingerprint: fingerprint(config, &[]), graph: None };
-        Ok(Store { path: path.to_path_buf(), _closer: closer(&env), env, dbs, map_size: config.map_size, meta, failpoint: None, read_only: false })
+        Ok(Store {
+            snapshot: Mutex::new(None),
+            path: path.to_path_buf(),
+            _closer: closer(&env),
+            env,
+            dbs,
+            dbs_config: config.clone(),
+            map_size: config.map_size,
+            meta,
+            failpoint: None,
+            read_only: false,
+            writer: None,
+        })
+    }
+
+    /// This handle's snapshot, for one read (pinned to the newest commit if none is).
+    pub fn read(&self, op: &str) -> Result<Snapshot<'_>> {
+        let mut guard = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.env.clone().static_read_txn().at(&self.path, op)?);
+        }
+        Ok(Snapshot(guard))
+    }
+
+    /// Whether `rtxn` sees the commit this handle's snapshot sees (same metadata).
+    pub fn sees_same(&self, rtxn: &heed::RoTxn<'_>) -> bool {
+        read_meta(rtxn, &self.path, self.dbs.meta).is_ok_and(|m| m == self.meta)
+    }
+
+    /// Whether another process committed a change since this handle's snapshot.
+    pub fn is_behind(&self) -> Result<bool> {
+        let rtxn = self.env.read_txn().at(&self.path, "reading metadata")?;
+        Ok(!self.sees_same(&rtxn))
+    }
+
+    /// Pin the newest commit as this handle's snapshot and take its metadata (the databases
+    /// reopened when another process rebuilt the index with another configuration). Returns
+    /// whether the metadata changed. A folder whose first build has not committed yet keeps
+    /// the metadata of an empty index.
+    pub fn settle(&mut self) -> Result<bool> {
+        loop {
+            *self.snapshot.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+            let pinned = self.env.clone().static_read_txn().at(&self.path, "reading metadata")?;
+            let meta = match read_meta(&pinned, &self.path, self.dbs.meta) {
+                Ok(meta) => meta,
+                Err(Error::NotAnIndex { reason, .. }) if reason == INTERRUPTED => self.meta.clone(),
+                Err(e) => return Err(e),
+            };
+            if meta.config.backend == self.dbs_config.backend && meta.config.metric == self.dbs_config.metric {
+                let changed = meta != self.meta;
+                self.meta = meta;
+                *self.snapshot.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(pinned);
+                return Ok(changed);
+            }
+            // A database opened after a transaction began is unknown to it: open, then pin again.
+            drop(pinned);
+            self.dbs = open_databases(&self.env, &self.path, &meta.config, self.read_only)?;
+            self.dbs_config = meta.config;
+        }
+    }
+
+    /// Take the folder's writer lock for `op` (waiting for another process's change to end),
+    /// unless this handle holds it already.
+    pub fn lock_writer(&mut self, op: &str) -> Result<bool> {
+        if self.writer.is_some() {
+            return Ok(false);
+        }
+        self.writer = Some(FileLock::exclusive(&self.path.join(WRITER_LOCK), op)?);
+        Ok(true)
+    }
+
+    /// Release the writer lock.
+    pub fn unlock_writer(&mut self) {
+        self.writer = None;
+    }
+
+    /// Hand over a writer lock taken before this store was opened (a build).
+    pub fn hold_writer(&mut self, lock: FileLock) {
+        self.writer = Some(lock);
     }
 
     fn resize(&mut self, new_size: usize) -> Result<()> {
-        // SAFETY: `&mut self` guarantees no transaction of this environment is alive: every
+        // LMDB grows the map only while this process has no transaction alive: the
+        // snapshot is let go (`&mut self` guarantees no other is) and pinned again by the
+        // next read.
+        *self.snapshot.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+        // SAFETY: no transaction of this environment is alive (see above): every other
         // transaction of this module is scoped inside a method call.
         unsafe { self.env.resize(new_size) }.at(&self.path, "growing the LMDB map")?;
         self.map_size = new_size;
@@ -121,7 +253,9 @@ impl Store {
     /// the stored metadata changes only when the rebuild commits.
     pub fn reconfigure(&mut self, config: &IndexConfig) -> Result<()> {
         config.validate()?;
+        *self.snapshot.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
         self.dbs = databases(&self.env, &self.path, config, true)?;
+        self.dbs_config = config.clone();
         Ok(())
     }
 
@@ -132,15 +266,36 @@ impl Store {
 
     /// Run `f` in one write transaction and commit it with the updated `meta`; nothing is
     /// kept if `f` fails. When the map fills up, the transaction is dropped, the map doubled
-    /// (up to `max_map_size`) and `f` run again from the start.
-    pub fn write<T>(&mut self, op: &str, mut f: impl FnMut(&mut RwTxn<'_>, &Dbs, &mut Meta) -> Result<T>) -> Result<T> {
+    /// (up to `max_map_size`) and `f` run again from the start. The writer lock is held
+    /// throughout (taken here unless the caller holds it), and a handle whose snapshot is
+    /// older than the stored metadata changes nothing ([`Error::IndexChanged`]).
+    pub fn write<T>(&mut self, op: &str, f: impl FnMut(&mut RwTxn<'_>, &Dbs, &mut Meta) -> Result<T>) -> Result<T> {
         if self.read_only {
             return Err(Error::IndexReadOnly { path: self.path.clone(), op: op.to_string() });
         }
+        let took = self.lock_writer(op)?;
+        let result = self.write_locked(op, f);
+        if took {
+            self.unlock_writer();
+        }
+        result
+    }
+
+    fn write_locked<T>(&mut self, op: &str, mut f: impl FnMut(&mut RwTxn<'_>, &Dbs, &mut Meta) -> Result<T>) -> Result<T> {
         loop {
             let mut meta = self.meta.clone();
             let outcome = (|| {
                 let mut wtxn = self.env.write_txn().at(&self.path, op)?;
+                // The metadata as this handle last saw it must still be the stored one (a
+                // first build stores none until it commits).
+                let current = match read_meta(&wtxn, &self.path, self.dbs.meta) {
+                    Ok(stored) => stored == self.meta,
+                    Err(Error::NotAnIndex { reason, .. }) if reason == INTERRUPTED => self.meta.n_items == 0 && self.meta.graph.is_none(),
+                    Err(e) => return Err(e),
+                };
+                if !current {
+                    return Err(Error::IndexChanged { path: self.path.clone(), op: op.to_string() });
+                }
                 let value = f(&mut wtxn, &self.dbs, &mut meta)?;
                 let meta_json = serde_json::to_vec(&meta).expect("meta serialises");
                 self.dbs.meta.put(&mut wtxn, "format_version", &FORMAT_VERSION.to_le_bytes()).at(&self.path, op)?;
@@ -167,6 +322,8 @@ impl Store {
             match outcome {
                 Ok(value) => {
                     self.meta = meta;
+                    // The handle reads its own change from now on.
+                    self.settle()?;
                     return Ok(value);
                 }
                 Err(Error::IndexMapFull { .. }) => {
@@ -186,7 +343,7 @@ impl Store {
     /// `items` (and, where kept, `vectors`) databases hold and the count in the metadata agree.
     /// The full check of the stored bytes is `rac index verify` (the `verify` module).
     pub fn count_problem(&self) -> Result<Option<String>> {
-        let rtxn = self.env.read_txn().at(&self.path, "opening")?;
+        let rtxn = self.read("opening")?;
         let in_sources: u64 = read_sources(&rtxn, self.dbs.sources, &self.path)?.iter().map(|s| s.count as u64).sum();
         let items = self.dbs.items.len(&rtxn).at(&self.path, "opening")?;
         let vectors = if self.meta.config.backend.keeps_vectors_in_lmdb() { self.dbs.vectors.len(&rtxn).at(&self.path, "opening")? } else { items };
@@ -198,5 +355,14 @@ impl Store {
     /// The size of the data file on disk, in bytes.
     pub fn size_on_disk(&self) -> u64 {
         std::fs::metadata(data_file(&self.path)).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// The databases of an existing index: opened, or created where a writable index lacks one
+/// (an index written before that database existed).
+fn open_databases(env: &Env<WithoutTls>, path: &Path, config: &IndexConfig, read_only: bool) -> Result<Dbs> {
+    match databases(env, path, config, false) {
+        Err(Error::NotAnIndex { .. }) if !read_only => databases(env, path, config, true),
+        other => other,
     }
 }

@@ -12,7 +12,6 @@ use serde::Serialize;
 use super::backend::Searcher;
 use super::config::Backend;
 use super::graph;
-use super::lmdb_errors::StoreResult;
 use super::lmdb_file::Depth;
 use super::schema::{self, SourceRecord, StoredHasher};
 use super::store::Store;
@@ -90,7 +89,7 @@ impl VerifyReport {
 /// at all (truncated, foreign) is an error, as for every other command.
 pub fn verify(path: &Path) -> Result<VerifyReport> {
     let store = Store::open_unchecked(path, Depth::Overflow)?;
-    let rtxn = store.env.read_txn().at(path, "verifying")?;
+    let rtxn = store.read("verifying")?;
     let sources = schema::read_sources(&rtxn, store.dbs.sources, path)?;
     let config = &store.meta.config;
     let searcher =
@@ -112,6 +111,9 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
             SourceCheck { name: s.name.clone(), items: s.count as usize, status }
         })
         .collect();
+    // The snapshot is lent to one read at a time: this one ends before the count check's.
+    drop(searcher);
+    drop(rtxn);
     let mut other: Vec<String> = store.count_problem()?.into_iter().collect();
     if config.backend == Backend::Usearch && store.meta.n_items > 0 {
         match &store.meta.graph {
