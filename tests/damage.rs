@@ -215,6 +215,24 @@ fn split_lists_a_bom_a_folder_and_a_malformed_checksum() {
     let stderr = exited_cleanly(&rac(&["data", "stats", m.to_str().unwrap()], &[]));
     assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
 
+    // A label with many digits and no declared count, texts from path components: a gap of
+    // 134 million classes is named without one allocation per class (it once asked for
+    // 3 GiB and aborted under an 8 GB address-space limit).
+    let d = tempfile::tempdir().unwrap();
+    let m = scratch_manifest(d.path(), "train/cat/1.jpg 0\ntrain/dog/2.jpg 1\ntrain/fox/3.jpg 134217727\n", None);
+    let text = std::fs::read_to_string(&m).unwrap().replace("count = 3\n", "");
+    std::fs::write(&m, text).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v 8000000 && exec \"{}\" data stats \"{}\"", rac_tests::rac_bin().display(), m.display()))
+        .output()
+        .unwrap();
+    let stderr = exited_cleanly(&out);
+    assert!(
+        stderr.contains("train.txt") && stderr.contains("label gap: 134217725 of 134217728 classes") && stderr.contains("class 2, 3,"),
+        "{stderr}"
+    );
+
     // A checksum that is no sha256 is a field error, not a mismatch.
     let d = tempfile::tempdir().unwrap();
     let m = scratch_manifest(d.path(), "train/cat/1.jpg 0\ntrain/dog/2.jpg 1\ntrain/fox/3.jpg 2\n", Some("xyz"));

@@ -358,3 +358,43 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+#[test]
+fn two_runs_that_need_one_new_cached_index_share_it() {
+    let data = tempfile::tempdir().unwrap();
+    let manifest = tiny_fashion_set(data.path(), 12, 4);
+    // An index setting no other run used: the cached index is new to both processes.
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 10_000;
+    let text = format!(
+        "name = \"shared\"\n[data]\nmanifest = \"{}\"\n[index]\nbackend = \"usearch\"\n[index.hnsw]\nef_search = {}\n[retrieval]\nk = 5\nk_max = 8\n\
+         text_encoder = \"bow-random\"\n[optim]\nlr = 0.01\n[train]\nepochs = 2\nbatch_size = 16\nwarmup_epochs = 1\n",
+        manifest.display(),
+        100 + nonce
+    );
+    let exp = data.path().join("shared.toml");
+    std::fs::write(&exp, text).unwrap();
+    let runs: Vec<_> = (0..2).map(|i| data.path().join(format!("runs-{i}"))).collect();
+    let children: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            std::process::Command::new(rac_tests::rac_bin())
+                .args(["run", exp.to_str().unwrap(), "--runs-dir", r.to_str().unwrap(), "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for out in &outs {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (a, b) = (RunRecord::load(&list_runs(&runs[0]).unwrap()[0].dir).unwrap(), RunRecord::load(&list_runs(&runs[1]).unwrap()[0].dir).unwrap());
+    assert_eq!(a.metrics, b.metrics, "both runs read the same index");
+    // One of them built it and the other waited: neither found the index damaged or had to
+    // repair it (a feature store entry another test left may be encoded again; not the index).
+    for out in &outs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.lines().any(|l| l.contains("graph") || l.contains("retrieval index")), "{stderr}");
+    }
+}

@@ -350,24 +350,33 @@ fn load_split_lists(manifest: DataManifest, manifest_path: &Path, overrides: &Da
 }
 
 fn check_no_gaps(labels: &[usize], n: usize, file: &Path) -> Result<()> {
-    let mut seen = vec![false; n];
-    for &l in labels {
-        if l < n {
-            seen[l] = true;
-        }
-    }
-    let missing: Vec<String> = seen.iter().enumerate().filter(|(_, s)| !**s).map(|(c, _)| c.to_string()).collect();
-    if missing.is_empty() {
+    // Nothing here is sized by `n`: a label or a declared count with many digits is a gap
+    // to name, not an allocation to make.
+    let mut present: Vec<usize> = labels.iter().copied().filter(|&l| l < n).collect();
+    present.sort_unstable();
+    present.dedup();
+    let missing = n - present.len();
+    if missing == 0 {
         return Ok(());
     }
-    let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
+    let mut shown = Vec::with_capacity(10);
+    let mut next = present.iter().peekable();
+    for c in 0..n {
+        if next.peek() == Some(&&c) {
+            next.next();
+        } else {
+            shown.push(c.to_string());
+            if shown.len() == 10 {
+                break;
+            }
+        }
+    }
     Err(Error::Labels {
         path: file.into(),
         message: format!(
-            "label gap: {} of {n} classes have no training image (class {}{}); add training images of them, or renumber the classes without them",
-            missing.len(),
+            "label gap: {missing} of {n} classes have no training image (class {}{}); add training images of them, or renumber the classes without them",
             shown.join(", "),
-            if missing.len() > 10 { ", …" } else { "" }
+            if missing > 10 { ", …" } else { "" }
         ),
     })
 }
