@@ -842,10 +842,21 @@ fn writers_and_readers_in_many_processes_keep_the_index_whole() {
         // Readers: `rac index query` in a loop; every answer is whole (its nearest item is the
         // query's own training row, which no writer removes) and no query fails.
         let readers: Vec<_> = (0..2)
-            .map(|_| {
-                scope.spawn(|| {
+            .map(|reader| {
+                let (d, b, done) = (&d, &b, &done);
+                scope.spawn(move || {
                     let mut answered = 0;
                     while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        // The second reader also verifies: a change in progress is no damage.
+                        if reader == 1 && answered % 3 == 0 {
+                            let out = Command::new(rac_bin()).args(["index", "verify", d]).output().unwrap();
+                            assert!(
+                                out.status.success(),
+                                "verify failed while writers worked: {}{}",
+                                String::from_utf8_lossy(&out.stdout),
+                                stderr_of(&out)
+                            );
+                        }
                         let out = Command::new(rac_bin())
                             .args(["index", "query", &d, "--features", &b, "--rows", "4", "--k", "3", "--json"])
                             .output()
@@ -876,15 +887,23 @@ fn writers_and_readers_in_many_processes_keep_the_index_whole() {
                 let (d, f, rebuilt) = (&d, &files[w], &rebuilt);
                 scope.spawn(move || {
                     let name = format!("src{w}");
-                    for round in 0..8 {
-                        let args: Vec<&str> = if round % 2 == 0 {
+                    let mut rng = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(w as u64 + 1);
+                    for _ in 0..8 {
+                        // Add or remove, in a random order of its own.
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let args: Vec<&str> = if rng % 2 == 0 {
                             vec!["index", "add-source", d, &name, "--features", f]
                         } else {
                             vec!["index", "remove-source", d, &name]
                         };
                         let out = Command::new(rac_bin()).args(&args).output().unwrap();
-                        // A build in between may have taken the source away (a removal then
-                        // finds none) or an earlier add may have failed: named errors, never damage.
+                        if stderr_of(&out).contains("waiting for") {
+                            eprintln!("{name}: waited for another writer");
+                        }
+                        // Removing a source that is not there (never added, or taken away by a
+                        // build) and adding one that is: named errors, never damage.
                         if !out.status.success() {
                             let e = stderr_of(&out);
                             assert!(e.contains("no source named") || e.contains("is already in the index"), "rac {args:?}: {e}");
@@ -895,6 +914,9 @@ fn writers_and_readers_in_many_processes_keep_the_index_whole() {
                         assert!(start.elapsed() < Duration::from_secs(300), "the rebuilds never ended");
                         std::thread::sleep(Duration::from_millis(20));
                     }
+                    // After the last build: whatever its own rounds left, the source ends added.
+                    let out = Command::new(rac_bin()).args(["index", "remove-source", d, &name]).output().unwrap();
+                    assert!(out.status.success() || stderr_of(&out).contains("no source named"), "{}", stderr_of(&out));
                     let out = Command::new(rac_bin()).args(["index", "add-source", d, &name, "--features", f]).output().unwrap();
                     assert!(out.status.success(), "the last add of {name}: {}", stderr_of(&out));
                 })

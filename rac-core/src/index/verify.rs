@@ -88,6 +88,19 @@ impl VerifyReport {
 /// Read back the index at `path` and check it. An index whose data file cannot be opened
 /// at all (truncated, foreign) is an error, as for every other command.
 pub fn verify(path: &Path) -> Result<VerifyReport> {
+    // A change committed by another process while this one read may remove the graph file of
+    // the snapshot it read: that is no damage, and the newer commit is verified instead.
+    const TRIES: usize = 20;
+    for _ in 1..TRIES {
+        let (report, store) = verify_once(path)?;
+        if report.is_ok() || !store.is_behind()? {
+            return Ok(report);
+        }
+    }
+    verify_once(path).map(|(report, _)| report)
+}
+
+fn verify_once(path: &Path) -> Result<(VerifyReport, Store)> {
     let store = Store::open_unchecked(path, Depth::Overflow)?;
     let rtxn = store.read("verifying")?;
     let sources = schema::read_sources(&rtxn, store.dbs.sources, path)?;
@@ -125,7 +138,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
             }
         }
     }
-    Ok(VerifyReport { path: path.to_path_buf(), sources: checks, other })
+    Ok((VerifyReport { path: path.to_path_buf(), sources: checks, other }, store))
 }
 
 /// The checksum of a source's items as read back, or what is missing or unreadable.
