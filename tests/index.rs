@@ -858,7 +858,7 @@ fn writers_and_readers_in_many_processes_keep_the_index_whole() {
                             );
                         }
                         let out = Command::new(rac_bin())
-                            .args(["index", "query", &d, "--features", &b, "--rows", "4", "--k", "3", "--json"])
+                            .args(["index", "query", d, "--features", b, "--rows", "4", "--k", "3", "--json"])
                             .output()
                             .unwrap();
                         assert!(out.status.success(), "a reader failed while writers worked: {}", stderr_of(&out));
