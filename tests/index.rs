@@ -893,7 +893,7 @@ fn writers_and_readers_in_many_processes_keep_the_index_whole() {
                         rng ^= rng << 13;
                         rng ^= rng >> 7;
                         rng ^= rng << 17;
-                        let args: Vec<&str> = if rng % 2 == 0 {
+                        let args: Vec<&str> = if rng.is_multiple_of(2) {
                             vec!["index", "add-source", d, &name, "--features", f]
                         } else {
                             vec!["index", "remove-source", d, &name]
