@@ -345,6 +345,11 @@ fn provenance_names_the_code_data_and_weights_by_their_sha256() {
     let rev = value("git revision");
     assert!(rev.len() >= 12 && rev[..12].chars().all(|c| c.is_ascii_hexdigit()), "{rev}");
     assert!(value("date (UTC)").ends_with('Z'));
+    // The CPU features the kernels dispatch on: why another machine may differ in the last digit.
+    let kernels = value("cpu kernels");
+    assert!(kernels.starts_with(std::env::consts::ARCH) && kernels.contains("pulp"), "{kernels}");
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(kernels.contains("avx2"), std::arch::is_x86_feature_detected!("avx2"), "{kernels}");
     assert_eq!(p.table().unwrap().shape(), (p.rows.len(), 2));
     // A bag-of-words T has no weight file: the row says so.
     let bow = exp.with_text_encoder(&rac_core::experiment::TextEncoderKind::BowRandom).unwrap();

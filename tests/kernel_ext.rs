@@ -170,3 +170,36 @@ fn fig5_trains_one_run_per_index_content_and_plots_it_against_index_size() {
     assert!(again.iter().zip(&records).all(|(a, b)| a.dir == b.dir && a.meta.wall_s == b.meta.wall_s));
     assert!(table2.equals_missing(&table));
 }
+
+/// `tables.py` (what `run_notebooks.py --verify` compares with) on two copies of notebook
+/// 03's committed outputs, one of them with an accuracy changed.
+fn verify_tables(change: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let committed = rac_tests::workspace_root().join("notebooks/03-effect-of-k.ipynb");
+    let text = std::fs::read_to_string(&committed).unwrap();
+    let cell = r#"right\">52.75</td>"#;
+    assert_eq!(text.matches(cell).count(), 1, "notebook 03 shows `medium` 52.75 once (the retrieval row at k = 1)");
+    let got = dir.path().join("got.ipynb");
+    std::fs::write(&got, text.replace(cell, &cell.replace("52.75", change))).unwrap();
+    std::process::Command::new("python3")
+        .arg(rac_tests::workspace_root().join("tests/notebooks/tables.py"))
+        .args([committed.as_os_str(), got.as_os_str()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn verify_tells_identical_from_within_tolerance_from_different() {
+    let same = verify_tables("52.75");
+    let out = String::from_utf8_lossy(&same.stdout);
+    assert!(same.status.success() && out.contains("table 0: identical"), "{out}");
+    // 0.01 point: another CPU's rounding, within the default 0.1 point.
+    let near = verify_tables("52.76");
+    let out = String::from_utf8_lossy(&near.stdout);
+    assert!(near.status.success() && out.contains("within tolerance (largest difference 0.01"), "{out}");
+    // 1 point: a different result, named by cell, table, row, column and both values.
+    let far = verify_tables("53.75");
+    let out = String::from_utf8_lossy(&far.stdout);
+    assert_eq!(far.status.code(), Some(1), "{out}");
+    assert!(out.contains("table 0: different") && out.contains("cell 3 (") && out.contains("row 1 `medium f64`: expected 52.75, got 53.75"), "{out}");
+}

@@ -97,6 +97,33 @@ impl DeviceChoice {
     }
 }
 
+/// The SIMD level pulp dispatches this CPU's f32 kernels to (`V3`: AVX2 and FMA, `V4`:
+/// AVX-512, `Scalar`).
+pub fn simd_level() -> String {
+    let arch = format!("{:?}", pulp::Arch::new());
+    arch.split('(').next().unwrap_or(&arch).to_string()
+}
+
+/// The CPU features the numeric kernels dispatch on (gemm's matrix products, pulp's
+/// distances): two machines whose lists differ may round differently in the last digit,
+/// while one machine always agrees with itself, bit for bit.
+pub fn cpu_kernels() -> String {
+    #[cfg(target_arch = "x86_64")]
+    let features: Vec<&str> = [
+        ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+        ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+        ("fma", std::arch::is_x86_feature_detected!("fma")),
+        ("f16c", std::arch::is_x86_feature_detected!("f16c")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    #[cfg(not(target_arch = "x86_64"))]
+    let features: Vec<&str> = Vec::new();
+    let listed = if features.is_empty() { "no AVX".to_string() } else { features.join(" ") };
+    format!("{} {listed}, pulp {}", std::env::consts::ARCH, simd_level())
+}
+
 /// Whether this build has the `cuda` feature.
 pub fn cuda_compiled() -> bool {
     cfg!(feature = "cuda")
@@ -155,7 +182,7 @@ impl DeviceReport {
 impl fmt::Display for DeviceReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "devices:")?;
-        writeln!(f, "  cpu: {} threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))?;
+        writeln!(f, "  cpu: {} threads, kernels {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), cpu_kernels())?;
         for d in &self.cuda_devices {
             writeln!(f, "  cuda:{}: {}, compute capability {}, {:.1} GiB", d.ordinal, d.name, d.compute_capability, d.memory_gib)?;
         }

@@ -14,8 +14,11 @@
           (every run trains again; the feature and index caches stay, being keyed by what
           they hold) and compare every table the notebook shows, cell by cell and value by
           value as displayed, with the expected one: the committed notebook's outputs, or
-          with --ci the tables in expected-ci.json. Prints each difference; any difference
-          fails the notebook. The provenance table (revision, date) is not compared, nor
+          with --ci the tables in expected-ci.json. Each table is identical, within
+          tolerance (accuracies within --points percentage points, default 0.1; other
+          numbers within --relative, default 1e-6; another CPU's kernels round differently)
+          or different; only a difference beyond tolerance fails the notebook, and each is
+          printed with its cell, table, row, column and both values (tables.py). The provenance table (revision, date) is not compared, nor
           cells tagged `verify-skip`, nor the columns a cell's `verify-ignore-columns`
           metadata lists (timings, sizes on disk).
 --write-expected  with --ci: store this run's tables in expected-ci.json.
@@ -27,7 +30,6 @@ tagged `table` produced text/html, every cell tagged `plot` produced the plotly 
 tagged `error-demo` shows the project's error message (`error-message` in its metadata).
 """
 import argparse
-import html.parser
 import json
 import re
 import os
@@ -43,6 +45,8 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from tables import DEFAULT_POINTS, DEFAULT_RELATIVE, compare, notebook_tables  # noqa: E402
 
 
 def inject(nb, params):
@@ -79,101 +83,6 @@ def text_of(cell):
         else:
             parts.append(o.get("data", {}).get("text/plain", ""))
     return "".join(p if isinstance(p, str) else "".join(p) for p in parts)
-
-
-class Tables(html.parser.HTMLParser):
-    """The tables of an HTML output as rows of cell texts, leaving out the provenance table."""
-
-    def __init__(self):
-        super().__init__()
-        self.tables, self.row, self.cell, self.skip = [], None, None, 0
-
-    def handle_starttag(self, tag, attrs):
-        if self.skip or (tag == "div" and "rac-provenance" in (dict(attrs).get("class") or "")):
-            self.skip += tag == "div"
-            return
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr" and self.tables:
-            self.row = []
-        elif tag in ("td", "th") and self.row is not None:
-            self.cell = []
-        elif tag == "br" and self.cell is not None:
-            self.cell.append(" ")
-
-    def handle_endtag(self, tag):
-        if self.skip:
-            self.skip -= tag == "div"
-            return
-        if tag in ("td", "th") and self.cell is not None:
-            self.row.append("".join(self.cell).strip())
-            self.cell = None
-        elif tag == "tr" and self.row is not None:
-            self.tables[-1].append(self.row)
-            self.row = None
-
-    def handle_data(self, data):
-        if not self.skip and self.cell is not None:
-            self.cell.append(data)
-
-
-def cell_tables(cell):
-    """Every table a code cell shows, each a list of rows (the header row first)."""
-    out = []
-    for o in cell.get("outputs", []):
-        page = o.get("data", {}).get("text/html")
-        if page:
-            parser = Tables()
-            parser.feed(page if isinstance(page, str) else "".join(page))
-            out.extend(parser.tables)
-    return out
-
-
-def notebook_tables(nb):
-    """{code-cell ordinal: tables}, counting the notebook's own code cells (not injected ones)."""
-    out, ordinal = {}, 0
-    for cell in nb.cells:
-        if cell.cell_type != "code" or "injected-parameters" in cell.metadata.get("tags", []):
-            continue
-        if "verify-skip" not in cell.metadata.get("tags", []):
-            tables = cell_tables(cell)
-            if tables:
-                out[str(ordinal)] = {"source": cell.source.splitlines()[0][:60] if cell.source else "",
-                                     "ignore": cell.metadata.get("verify-ignore-columns", []), "tables": tables}
-        ordinal += 1
-    return out
-
-
-def compare(expected, got):
-    """The differences between two notebook_tables results, as lines."""
-    diffs = []
-    for key, want in expected.items():
-        have = got.get(key)
-        where = f"cell {key} ({want['source']})"
-        if have is None:
-            diffs.append(f"{where}: expected {len(want['tables'])} table(s), got none")
-            continue
-        if len(have["tables"]) != len(want["tables"]):
-            diffs.append(f"{where}: expected {len(want['tables'])} table(s), got {len(have['tables'])}")
-        # The columns left out: the notebook's own list (its cell metadata) and the one stored
-        # with the expected tables.
-        ignore = set(want["ignore"]) | set(have["ignore"])
-        for t, (a, b) in enumerate(zip(want["tables"], have["tables"])):
-            header = a[0] if a else []
-            if len(a) != len(b):
-                diffs.append(f"{where} table {t}: expected {len(a) - 1} rows, got {len(b) - 1}")
-            for r, (ra, rb) in enumerate(zip(a, b)):
-                for c, (va, vb) in enumerate(zip(ra, rb)):
-                    name = header[c] if c < len(header) else str(c)
-                    if name.split(" ")[0] in ignore or va == vb:
-                        continue
-                    diffs.append(f"{where} table {t} row {r} `{name}`: expected {va}, got {vb}")
-                if len(ra) != len(rb):
-                    diffs.append(f"{where} table {t} row {r}: expected {len(ra)} columns, got {len(rb)}")
-    for key in got:
-        if key not in expected:
-            diffs.append(f"cell {key} ({got[key]['source']}): a table that the expected outputs do not have")
-    return diffs
 
 
 def collapse_carriage_returns(nb):
@@ -251,6 +160,8 @@ def main():
     ap.add_argument("--write-expected", action="store_true")
     ap.add_argument("--warm", action="store_true")
     ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--points", type=float, default=DEFAULT_POINTS, help="--verify: tolerance of accuracy columns, in points")
+    ap.add_argument("--relative", type=float, default=DEFAULT_RELATIVE, help="--verify: relative tolerance of other numbers")
     ap.add_argument("names", nargs="*")
     args = ap.parse_args()
     params = json.loads((HERE / "ci-params.json").read_text()) if args.ci else {}
@@ -290,15 +201,18 @@ def main():
         secs = time.time() - start
         collapse_carriage_returns(nb)
         problems, counts = check(nb)
+        notes = []
         if error:
             problems.insert(0, f"execution stopped: {error}")
         if args.verify and not error:
             if expected is None:
                 problems.append("no expected tables (run once with --ci --write-expected)")
             else:
-                diffs = compare(expected, notebook_tables(nb))
+                diffs, verdicts = compare(expected, notebook_tables(nb), args.points, args.relative)
                 counts["verified"] = sum(len(v["tables"]) for v in expected.values())
+                counts["within tolerance"] = sum("within tolerance" in v for v in verdicts)
                 problems.extend(f"differs: {d}" for d in diffs)
+                notes.extend(v for v in verdicts if "within tolerance" in v)
         if args.write_expected and not error:
             expected_ci[path.stem] = notebook_tables(nb)
         # Written after the last one: a notebook written into the checkout would make the
@@ -306,9 +220,13 @@ def main():
         executed.append((nb, out_dir / path.name))
         status = "ok" if not problems else "FAILED"
         verified = f", {counts['verified']} tables verified" if "verified" in counts else ""
+        if counts.get("within tolerance"):
+            verified += f" ({counts['within tolerance']} within tolerance)"
         print(f"{path.name}: {status} in {secs:.0f} s ({counts['table']} tables, {counts['plot']} plots{verified})", flush=True)
         for p in problems:
             print(f"  - {p}", flush=True)
+        for n in notes:
+            print(f"  . {n}", flush=True)
         summary.append({"notebook": path.name, "ok": not problems, "seconds": round(secs, 1), **counts})
         if problems:
             failed.append(path.name)

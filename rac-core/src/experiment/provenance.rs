@@ -87,6 +87,7 @@ impl Provenance {
         };
         row("device", format!("{device} (train.device = {})", exp.train.device));
         row("threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string());
+        row("cpu kernels", crate::device::cpu_kernels());
         row("date (UTC)", humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
         Ok(Provenance { rows })
     }

@@ -256,10 +256,7 @@ impl Graph {
     /// usearch's for the other storages.
     pub fn kernels(&self) -> String {
         match self.storage {
-            Storage::F32 => {
-                let arch = format!("{:?}", pulp::Arch::new());
-                format!("rac f32, pulp {}", arch.split('(').next().unwrap_or(&arch))
-            }
+            Storage::F32 => format!("rac f32, pulp {}", crate::device::simd_level()),
             _ => format!("usearch {}", self.index.hardware_acceleration()),
         }
     }
