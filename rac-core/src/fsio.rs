@@ -136,18 +136,18 @@ impl FileLock {
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => return Err(Error::io("locking", "lock file", path, e)),
             }
-            let holder = std::fs::read_to_string(path).ok().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| "another process".into());
+            let holder = || std::fs::read_to_string(path).ok().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| "another process".into());
             if limit.is_some_and(|limit| started.elapsed() >= limit) {
                 return Err(Error::Busy {
                     path: path.to_path_buf(),
                     op: op.to_string(),
-                    holder,
+                    holder: holder(),
                     waited_s: started.elapsed().as_secs(),
                     var: LOCK_WAIT_VAR,
                 });
             }
             if !told {
-                eprintln!("{}: waiting for {holder} to finish before {op}", path.display());
+                eprintln!("{}: waiting for {} to finish before {op}", path.display(), holder());
                 told = true;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));

@@ -54,14 +54,14 @@ pub(crate) fn check_snapshot(env: &Env<WithoutTls>, path: &Path, file: &lmdb_fil
         let rtxn = env.read_txn().at(path, "opening")?;
         let id = rtxn.id() as u64;
         let reread;
-        let file = if file.names(id) {
+        let file = if file.meta_of(id).is_some() {
             file
         } else {
             reread = lmdb_file::check_meta(path, &data_file(path))?;
             &reread
         };
-        if file.names(id) {
-            return lmdb_file::check_tree(path, &data_file(path), file, id, depth);
+        if let Some(meta) = file.meta_of(id) {
+            return lmdb_file::check_tree(path, &data_file(path), file, meta, depth);
         }
     }
     Ok(())

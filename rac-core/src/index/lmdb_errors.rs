@@ -60,25 +60,22 @@ impl<T> StoreResult<T> for std::result::Result<T, heed::Error> {
     }
 }
 
-impl<T> StoreResult<T> for std::result::Result<T, arroy::Error> {
-    fn at(self, path: &Path, op: &str) -> Result<T> {
-        self.map_err(|e| {
-            let full = matches!(&e, arroy::Error::Heed(h) if is_map_full_heed(h));
-            let message = if let arroy::Error::Heed(h) = &e { heed_message(path, h) } else { e.to_string() };
-            store_error(path, op, full, message)
-        })
-    }
+/// arroy's and hannoy's errors wrap heed's the same way: one impl for both.
+macro_rules! ann_store_result {
+    ($($krate:ident),*) => {$(
+        impl<T> StoreResult<T> for std::result::Result<T, $krate::Error> {
+            fn at(self, path: &Path, op: &str) -> Result<T> {
+                self.map_err(|e| {
+                    let full = matches!(&e, $krate::Error::Heed(h) if is_map_full_heed(h));
+                    let message = if let $krate::Error::Heed(h) = &e { heed_message(path, h) } else { e.to_string() };
+                    store_error(path, op, full, message)
+                })
+            }
+        }
+    )*};
 }
 
-impl<T> StoreResult<T> for std::result::Result<T, hannoy::Error> {
-    fn at(self, path: &Path, op: &str) -> Result<T> {
-        self.map_err(|e| {
-            let full = matches!(&e, hannoy::Error::Heed(h) if is_map_full_heed(h));
-            let message = if let hannoy::Error::Heed(h) = &e { heed_message(path, h) } else { e.to_string() };
-            store_error(path, op, full, message)
-        })
-    }
-}
+ann_store_result!(arroy, hannoy);
 
 /// An error of opening an environment, in words.
 pub(crate) fn open_error(path: &Path, e: heed::Error) -> Error {

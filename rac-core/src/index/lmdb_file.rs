@@ -71,7 +71,7 @@ impl DbRecord {
 
 /// A meta page: the free and main databases of one committed transaction.
 #[derive(Debug, Clone, Copy)]
-struct MetaPage {
+pub(crate) struct MetaPage {
     txnid: u64,
     last_page: u64,
     free: DbRecord,
@@ -89,9 +89,9 @@ pub(crate) struct DataFile {
 }
 
 impl DataFile {
-    /// Whether one of the meta pages read names commit `txnid`.
-    pub(crate) fn names(&self, txnid: u64) -> bool {
-        self.metas.iter().any(|m| m.txnid == txnid)
+    /// The meta page read that names commit `txnid`, if one does.
+    pub(crate) fn meta_of(&self, txnid: u64) -> Option<MetaPage> {
+        self.metas.iter().find(|m| m.txnid == txnid).copied()
     }
 }
 
@@ -345,8 +345,7 @@ impl Walk {
 /// neither meta page is that transaction's any more (two commits by another process since),
 /// the newest is walked: its pages are younger than any our reader could keep alive, so a
 /// reused page still reads as a whole page.
-pub(crate) fn check_tree(path: &Path, data: &Path, file: &DataFile, txnid: u64, depth: Depth) -> Result<()> {
-    let meta = *file.metas.iter().find(|m| m.txnid == txnid).unwrap_or_else(|| file.metas.iter().max_by_key(|m| m.txnid).expect("one meta page"));
+pub(crate) fn check_tree(path: &Path, data: &Path, file: &DataFile, meta: MetaPage, depth: Depth) -> Result<()> {
     let pages = (meta.last_page + 1).min(file.len / file.page_size);
     let mut walker =
         Walker { path, data, file: &file.file, page_size: file.page_size as usize, pages, seen: vec![0; pages.div_ceil(64) as usize], depth };

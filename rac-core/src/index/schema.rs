@@ -218,32 +218,14 @@ fn ann_name(backend: Backend, metric: Metric) -> Option<&'static str> {
 /// `open_database`) applied to each in a transaction `$txn`, as `Option`s.
 macro_rules! every_database {
     ($dbo:ident, $txn:ident, |$db:ident| $get:expr) => {{
-        let meta = {
-            let mut $db = $dbo.database_options().types::<Str, Bytes>();
-            $db.name("meta");
-            $get
-        };
-        let items = {
-            let mut $db = $dbo.database_options().types::<U32<BigEndian>, Bytes>();
-            $db.name("items");
-            $get
-        };
-        let sources = {
-            let mut $db = $dbo.database_options().types::<Str, Bytes>();
-            $db.name("sources");
-            $get
-        };
-        let vectors = {
-            let mut $db = $dbo.database_options().types::<U32<BigEndian>, Bytes>();
-            $db.name("vectors");
-            $get
-        };
-        let neighbours = {
-            let mut $db = $dbo.database_options().types::<Str, Bytes>();
-            $db.name("neighbours");
-            $get
-        };
-        (meta, items, sources, vectors, neighbours)
+        macro_rules! one {
+            ($key:ty, $name:literal) => {{
+                let mut $db = $dbo.database_options().types::<$key, Bytes>();
+                $db.name($name);
+                $get
+            }};
+        }
+        (one!(Str, "meta"), one!(U32<BigEndian>, "items"), one!(Str, "sources"), one!(U32<BigEndian>, "vectors"), one!(Str, "neighbours"))
     }};
 }
 

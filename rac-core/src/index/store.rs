@@ -143,13 +143,12 @@ impl Store {
 
     /// Create the environment of a new index (or re-open an interrupted first build's), with
     /// its databases but no metadata: it opens as an index only once a write commits [`Meta`].
+    /// Its one caller, a build, has validated `config`, checked the folder
+    /// ([`check_buildable`]) and created it, taking its writer lock.
     pub fn create(path: &Path, config: &IndexConfig) -> Result<Self> {
-        config.validate()?;
-        check_buildable(path)?;
         // An interrupted first build is re-opened and finished; a damaged environment is
         // never handed to LMDB (and never silently replaced: it may hold the only copy).
         let file = if data_file(path).is_file() { Some(lmdb_file::check_meta(path, &data_file(path))?) } else { None };
-        crate::fsio::create_dir_all(path)?;
         let env = open_env(path, config.map_size, Access::Write)?;
         if let Some(file) = &file {
             check_snapshot(&env, path, file, Depth::Tree)?;
